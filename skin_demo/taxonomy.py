@@ -1,0 +1,67 @@
+"""Lesion codes, their display names, which are malignant, and chart colours.
+
+Imports nothing of ours: every other module may use it.
+"""
+
+# HAM10000 diagnosis codes in the order the lesion-type model emits them.
+LESION_CODES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+# By the usual HAM10000 convention actinic keratoses / intraepithelial carcinoma, basal cell carcinoma and
+# melanoma count as malignant; the rest as benign.
+MALIGNANT_CODES = frozenset({"akiec", "bcc", "mel"})
+
+MALIGNANCY_LABELS = ("benign", "malignant")
+
+DISPLAY_NAMES = {
+    "akiec": "Actinic keratosis / intraepithelial carcinoma",
+    "bcc": "Basal cell carcinoma",
+    "bkl": "Benign keratosis-like lesion",
+    "df": "Dermatofibroma",
+    "mel": "Melanoma",
+    "nv": "Melanocytic nevus",
+    "vasc": "Vascular lesion",
+    "benign": "Benign",
+    "malignant": "Malignant",
+}
+
+DESCRIPTIONS = {
+    "akiec": "Sun-damage lesions (actinic keratosis, Bowen's disease) that can progress to squamous cell carcinoma.",
+    "bcc": "The most common skin cancer; grows slowly and rarely spreads, but needs treatment.",
+    "bkl": "Seborrhoeic keratoses, solar lentigines and lichen-planus-like keratoses: benign.",
+    "df": "A firm benign nodule of the skin's connective tissue.",
+    "mel": "A cancer of pigment cells; the most dangerous common skin cancer when found late.",
+    "nv": "An ordinary mole: a benign growth of pigment cells.",
+    "vasc": "Benign blood-vessel lesions such as cherry angiomas and pyogenic granulomas.",
+}
+
+MALIGNANT_COLOUR = "#F28E2B"  # orange
+BENIGN_COLOUR = "#4E79A7"  # blue
+OTHER_COLOUR = "#BAB0AC"  # grey, for the grouped remainder of a top-k chart
+LESION_COLOURS = {
+    "akiec": "#E15759",
+    "bcc": "#F28E2B",
+    "bkl": "#76B7B2",
+    "df": "#59A14F",
+    "mel": "#B07AA1",
+    "nv": "#4E79A7",
+    "vasc": "#EDC948",
+}
+
+
+def display_name(code: str) -> str:
+    """Full name with its code, e.g. "Melanocytic nevus (nv)"; an unknown code shows as itself."""
+    name = DISPLAY_NAMES.get(code)
+    if name is None:
+        return code
+    if code in MALIGNANCY_LABELS:
+        return name
+    return f"{name} ({code})"
+
+
+def colour(code: str) -> str:
+    """Chart colour for a label code (grey for unknown codes)."""
+    if code == "malignant":
+        return MALIGNANT_COLOUR
+    if code == "benign":
+        return BENIGN_COLOUR
+    return LESION_COLOURS.get(code, OTHER_COLOUR)
