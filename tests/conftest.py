@@ -1,0 +1,41 @@
+"""Shared pytest fixtures: an isolated Hugging Face cache, no telemetry, and the real datasets when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+HAM10000_DIR = SHARED_DATA / "ham10000"
+MALIGNANT_VS_BENIGN_DIR = SHARED_DATA / "malignant_vs_benign"
+
+
+@pytest.fixture(autouse=True)
+def isolated_hf_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own HF cache and token-less, telemetry-free Hub client and Gradio."""
+    home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    return home
+
+
+@pytest.fixture
+def ham10000_dir() -> Path:
+    """The real HAM10000 copy in ../shared/data; tests that need it skip on a machine without it."""
+    if not (HAM10000_DIR / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real HAM10000 data not found at {HAM10000_DIR} (present in CI, absent on a fresh machine)")
+    return HAM10000_DIR
+
+
+@pytest.fixture
+def malignant_vs_benign_dir() -> Path:
+    """The real ISIC malignant-vs-benign copy in ../shared/data; skips where absent."""
+    if not (MALIGNANT_VS_BENIGN_DIR / "fanconi_to_ham10000_map.csv").is_file():
+        pytest.skip(f"malignant-vs-benign data not found at {MALIGNANT_VS_BENIGN_DIR}")
+    return MALIGNANT_VS_BENIGN_DIR
