@@ -1,0 +1,421 @@
+"""Classification metrics for a model package's evaluation, in plain numpy.
+
+`compute_report` turns true labels and predicted probabilities into an `EvalReport`: accuracy, balanced accuracy,
+per-class precision / recall / F1 / one-vs-rest ROC AUC, the confusion matrix and, for a two-label task, the ROC
+curve with sensitivity and specificity at the decision threshold. `choose_threshold` picks that threshold on
+validation data. numpy only (no scikit-learn): the same numbers must come out wherever the package is evaluated.
+
+Undefined quantities (a class with no test images has no recall, one the model never predicts has no precision,
+an ROC AUC needs both positives and negatives) are None, never NaN, and never an exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+# A class counts as weak when its F1 or its recall on the held-out split is below this.
+WEAK_CLASS_FLOOR = 0.5
+# Fewer test images than this and a per-class number is too noisy to read on its own.
+SMALL_SUPPORT = 30
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """One label's numbers, computed one-vs-rest."""
+
+    label: str
+    support: int  # test images whose true label is this one
+    predicted: int  # test images the model assigned to this label
+    precision: float | None  # None when the model never predicts the label
+    recall: float | None  # None when the label has no test images
+    f1: float | None  # None when the label is neither present nor predicted
+    roc_auc: float | None  # None when the label has no test images (or only test images)
+    recall_ci: tuple[float, float] | None = None  # 95% Wilson interval for the recall
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """ROC curve points, by decreasing threshold; collinear points are dropped (as scikit-learn does)."""
+
+    fpr: tuple[float, ...]
+    tpr: tuple[float, ...]
+    # thresholds[0] is +inf: the point (0, 0) where nothing is called positive; it is written to JSON as null.
+    thresholds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BinaryMetrics:
+    """The numbers of a two-label task, with the positive label's probability as the score."""
+
+    positive_label: str
+    threshold: float  # positive when p(positive) >= threshold
+    roc_auc: float | None
+    sensitivity: float | None  # recall of the positive label at the threshold
+    specificity: float | None  # recall of the negative label at the threshold
+    roc: RocCurve | None
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Everything `compute_report` measured; `to_dict`/`from_dict` round-trip it through metrics.json."""
+
+    task: str
+    labels: tuple[str, ...]
+    n: int
+    accuracy: float
+    balanced_accuracy: float | None  # mean recall over the labels that have test images
+    macro_f1: float | None  # mean F1 over the labels that are present or predicted
+    macro_roc_auc: float | None  # mean one-vs-rest ROC AUC over the labels where it is defined
+    per_class: tuple[ClassMetrics, ...]
+    confusion_matrix: tuple[tuple[int, ...], ...]  # rows: true label, columns: predicted label
+    binary: BinaryMetrics | None = None
+    split: str | None = None  # what was evaluated, e.g. "models/ham10000_split.csv:test"
+    extra: dict[str, Any] = field(default_factory=dict)  # provenance of the run (package, timings, ...)
+
+    @property
+    def roc_auc(self) -> float | None:
+        """The headline ROC AUC: the binary AUC for a two-label task, else the macro one-vs-rest AUC."""
+        if self.binary is not None:
+            return self.binary.roc_auc
+        return self.macro_roc_auc
+
+    def class_metrics(self, label: str) -> ClassMetrics:
+        """The `ClassMetrics` of `label`; raises KeyError for a label the report does not have."""
+        for item in self.per_class:
+            if item.label == label:
+                return item
+        raise KeyError(label)
+
+    def weak_classes(self, floor: float = WEAK_CLASS_FLOOR) -> list[str]:
+        """Labels with test images whose F1 or recall is below `floor`, worst F1 first."""
+        weak = [
+            c for c in self.per_class if c.support > 0 and ((c.f1 or 0.0) < floor or (c.recall or 0.0) < floor)
+        ]
+        return [c.label for c in sorted(weak, key=lambda c: (c.f1 or 0.0, c.label))]
+
+    def headline(self) -> dict[str, Any]:
+        """The summary numbers that go into a package config's `metrics` (None where undefined)."""
+        out: dict[str, Any] = {
+            "n": self.n,
+            "balanced_accuracy": _round(self.balanced_accuracy),
+            "accuracy": _round(self.accuracy),
+            "macro_f1": _round(self.macro_f1),
+            "roc_auc": _round(self.roc_auc),
+        }
+        if self.split is not None:
+            out = {"split": self.split, **out}
+        if self.binary is not None:
+            out["sensitivity"] = _round(self.binary.sensitivity)
+            out["specificity"] = _round(self.binary.specificity)
+            out["threshold"] = _round(self.binary.threshold)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists, +inf thresholds become None)."""
+        return _jsonable(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        """`to_dict` as indented JSON text ending in a newline."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> EvalReport:
+        """Rebuild a report from `to_dict` output (e.g. a package's eval/metrics.json); raises ValueError."""
+        try:
+            binary = None
+            if raw.get("binary") is not None:
+                b = dict(raw["binary"])
+                roc = None
+                if b.get("roc") is not None:
+                    r = b["roc"]
+                    roc = RocCurve(
+                        fpr=tuple(float(v) for v in r["fpr"]),
+                        tpr=tuple(float(v) for v in r["tpr"]),
+                        thresholds=tuple(math.inf if v is None else float(v) for v in r["thresholds"]),
+                    )
+                binary = BinaryMetrics(
+                    positive_label=str(b["positive_label"]),
+                    threshold=float(b["threshold"]),
+                    roc_auc=_opt_float(b.get("roc_auc")),
+                    sensitivity=_opt_float(b.get("sensitivity")),
+                    specificity=_opt_float(b.get("specificity")),
+                    roc=roc,
+                )
+            per_class = tuple(
+                ClassMetrics(
+                    label=str(c["label"]),
+                    support=int(c["support"]),
+                    predicted=int(c["predicted"]),
+                    precision=_opt_float(c.get("precision")),
+                    recall=_opt_float(c.get("recall")),
+                    f1=_opt_float(c.get("f1")),
+                    roc_auc=_opt_float(c.get("roc_auc")),
+                    recall_ci=None if c.get("recall_ci") is None else tuple(float(v) for v in c["recall_ci"]),
+                )
+                for c in raw["per_class"]
+            )
+            return cls(
+                task=str(raw["task"]),
+                labels=tuple(str(v) for v in raw["labels"]),
+                n=int(raw["n"]),
+                accuracy=float(raw["accuracy"]),
+                balanced_accuracy=_opt_float(raw.get("balanced_accuracy")),
+                macro_f1=_opt_float(raw.get("macro_f1")),
+                macro_roc_auc=_opt_float(raw.get("macro_roc_auc")),
+                per_class=per_class,
+                confusion_matrix=tuple(tuple(int(v) for v in row) for row in raw["confusion_matrix"]),
+                binary=binary,
+                split=raw.get("split"),
+                extra=dict(raw.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an evaluation report: {exc!r}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> EvalReport:
+        """Parse `to_json` output; raises ValueError for anything else."""
+        return cls.from_dict(json.loads(text))
+
+
+def compute_report(
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    labels: Sequence[str],
+    *,
+    task: str,
+    positive_label: str | None = None,
+    threshold: float | None = None,
+    split: str | None = None,
+) -> EvalReport:
+    """Measure predicted probabilities `probs` [N, K] against true label indices `y_true` [N].
+
+    The predicted label is the arg-max of `probs`, except for a two-label task, where it is the positive label
+    when p(positive) >= `threshold` (default 0.5) -- the same rule the app applies with the package's
+    decision_threshold, so accuracy and the confusion matrix describe what a user would see. `positive_label`
+    defaults to "malignant" when it is a label, else to the second label.
+
+    Raises ValueError for mismatched shapes, label indices outside [0, K) or an empty input.
+    """
+    labels = tuple(str(v) for v in labels)
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    k = len(labels)
+    if p.ndim != 2 or p.shape[1] != k:
+        raise ValueError(f"probs must have shape [N, {k}] for labels {list(labels)}, got {list(p.shape)}")
+    if y.ndim != 1 or y.shape[0] != p.shape[0]:
+        raise ValueError(f"y_true must have shape [{p.shape[0]}], got {list(y.shape)}")
+    if y.shape[0] == 0:
+        raise ValueError("nothing to evaluate: y_true is empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y_true must hold integer label indices, got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"y_true has label indices outside [0, {k})")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("probs contains NaN or infinite values")
+    y = y.astype(np.int64)
+    n = int(y.shape[0])
+
+    binary: BinaryMetrics | None = None
+    if k == 2:
+        if positive_label is None:
+            positive_label = "malignant" if "malignant" in labels else labels[1]
+        if positive_label not in labels:
+            raise ValueError(f"positive_label {positive_label!r} is not one of {list(labels)}")
+        pos = labels.index(positive_label)
+        threshold = 0.5 if threshold is None else float(threshold)
+        pred = np.where(p[:, pos] >= threshold, pos, 1 - pos)
+    else:
+        if positive_label is not None or threshold is not None:
+            raise ValueError("positive_label and threshold only apply to a two-label task")
+        pred = p.argmax(axis=1)
+
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (y, pred), 1)
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+
+    per_class = []
+    for i, label in enumerate(labels):
+        fp = int(predicted[i] - tp[i])
+        fn = int(support[i] - tp[i])
+        per_class.append(
+            ClassMetrics(
+                label=label,
+                support=int(support[i]),
+                predicted=int(predicted[i]),
+                precision=_ratio(tp[i], predicted[i]),
+                recall=_ratio(tp[i], support[i]),
+                # 2TP / (2TP + FP + FN) equals the harmonic mean of precision and recall where both exist, and is
+                # 0 (not undefined) for a present class the model never predicts.
+                f1=_ratio(2 * tp[i], 2 * tp[i] + fp + fn),
+                roc_auc=roc_auc(y == i, p[:, i]),
+                recall_ci=wilson_interval(int(tp[i]), int(support[i])),
+            )
+        )
+
+    if k == 2:
+        pos = labels.index(positive_label)
+        is_pos = y == pos
+        binary = BinaryMetrics(
+            positive_label=positive_label,
+            threshold=threshold,
+            roc_auc=roc_auc(is_pos, p[:, pos]),
+            sensitivity=per_class[pos].recall,
+            specificity=per_class[1 - pos].recall,
+            roc=roc_curve(is_pos, p[:, pos]),
+        )
+
+    return EvalReport(
+        task=task,
+        labels=labels,
+        n=n,
+        accuracy=float(tp.sum() / n),
+        balanced_accuracy=_mean([c.recall for c in per_class]),
+        macro_f1=_mean([c.f1 for c in per_class]),
+        macro_roc_auc=_mean([c.roc_auc for c in per_class]),
+        per_class=tuple(per_class),
+        confusion_matrix=tuple(tuple(int(v) for v in row) for row in cm),
+        binary=binary,
+        split=split,
+    )
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve of `scores` for the boolean `is_positive`, or None without both classes.
+
+    Computed as the Mann-Whitney U statistic: the probability that a random positive scores higher than a
+    random negative, with ties counted as one half (average ranks), which is exactly the trapezoidal area.
+    """
+    is_positive = np.asarray(is_positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = int(is_positive.sum())
+    n_neg = int(is_positive.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = _average_ranks(scores)
+    u = ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> RocCurve | None:
+    """ROC points (false positive rate, true positive rate) at every distinct score used as a threshold.
+
+    A score s is called positive at threshold t when s >= t. Points that lie on a straight line between their
+    neighbours are dropped, as scikit-learn's `roc_curve(drop_intermediate=True)` does. None without both classes.
+    """
+    is_positive = np.asarray(is_positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = int(is_positive.sum())
+    n_neg = int(is_positive.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(-scores, kind="mergesort")
+    s = scores[order]
+    hits = is_positive[order]
+    # The last index of each run of equal scores: a threshold can only sit between distinct scores.
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps = np.cumsum(hits)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    thresholds = s[last]
+    if tps.size > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+    tps = np.r_[0.0, tps]
+    fps = np.r_[0.0, fps]
+    thresholds = np.r_[np.inf, thresholds]
+    return RocCurve(
+        fpr=tuple(float(v) for v in fps / n_neg),
+        tpr=tuple(float(v) for v in tps / n_pos),
+        thresholds=tuple(float(v) for v in thresholds),
+    )
+
+
+def choose_threshold(
+    y_true: Sequence[bool] | np.ndarray, p_positive: np.ndarray, min_sensitivity: float = 0.90
+) -> float:
+    """The highest threshold t for which calling p >= t positive reaches `min_sensitivity` on these data.
+
+    Use VALIDATION data (never the test split the package is reported on): the result becomes the package's
+    `decision_threshold`. `y_true` is truthy for positives (the malignant images); `p_positive` is the model's
+    probability of the positive label as serving computes it (softmax of logits / temperature). Sensitivity only
+    falls as t rises, so the answer is the k-th highest positive score, k = ceil(min_sensitivity * positives).
+
+    Raises ValueError when there are no positives, the shapes differ or min_sensitivity is not in (0, 1].
+    """
+    is_pos = np.asarray(y_true).astype(bool)
+    scores = np.asarray(p_positive, dtype=np.float64)
+    if is_pos.shape != scores.shape or is_pos.ndim != 1:
+        raise ValueError(f"y_true and p_positive must be 1-D and the same length, got {is_pos.shape}, {scores.shape}")
+    if not 0.0 < min_sensitivity <= 1.0:
+        raise ValueError(f"min_sensitivity must be in (0, 1], got {min_sensitivity!r}")
+    pos_scores = np.sort(scores[is_pos])[::-1]
+    if pos_scores.size == 0:
+        raise ValueError("cannot choose a threshold: the data have no positive (malignant) examples")
+    # The small epsilon keeps 0.7 * 10 = 7.000000000000001 from asking for 8 positives.
+    needed = max(1, math.ceil(min_sensitivity * pos_scores.size - 1e-9))
+    return float(pos_scores[needed - 1])
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
+    """95% Wilson score interval for a proportion (default z); None when there are no trials.
+
+    Used for per-class recall: with 20 test images of a class a recall of 0.60 could be anywhere from 0.39 to 0.78,
+    and the report should say so.
+    """
+    if trials <= 0:
+        return None
+    phat = successes / trials
+    denom = 1.0 + z * z / trials
+    centre = (phat + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / trials + z * z / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of `values`, ties sharing the mean of the ranks they span."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    # Start index of every run of equal values, and each element's run.
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
+    ends = np.r_[starts[1:], sorted_values.size]
+    run_of = np.repeat(np.arange(starts.size), ends - starts)
+    mean_rank = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = mean_rank[run_of]
+    return ranks
+
+
+def _ratio(num: Any, den: Any) -> float | None:
+    return None if den == 0 else float(num) / float(den)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value

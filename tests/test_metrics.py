@@ -1,0 +1,236 @@
+"""skin_demo.train.metrics: hand-computed cases first, then a cross-check against scikit-learn (test-only dependency)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from skin_demo.train.metrics import (
+    EvalReport,
+    choose_threshold,
+    compute_report,
+    roc_auc,
+    roc_curve,
+    wilson_interval,
+)
+
+# Ten images, three classes. Arg-max predictions are marked; three are wrong.
+LABELS3 = ("a", "b", "c")
+Y3 = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+P3 = np.array(
+    [
+        [0.7, 0.2, 0.1],  # a -> a
+        [0.6, 0.3, 0.1],  # a -> a
+        [0.5, 0.4, 0.1],  # a -> a
+        [0.2, 0.7, 0.1],  # a -> b  (wrong)
+        [0.1, 0.8, 0.1],  # b -> b
+        [0.3, 0.6, 0.1],  # b -> b
+        [0.6, 0.3, 0.1],  # b -> a  (wrong)
+        [0.1, 0.1, 0.8],  # c -> c
+        [0.2, 0.2, 0.6],  # c -> c
+        [0.1, 0.6, 0.3],  # c -> b  (wrong)
+    ]
+)
+
+
+def test_hand_computed_three_classes():
+    r = compute_report(Y3, P3, LABELS3, task="toy")
+    # Confusion matrix (rows true, columns predicted):
+    #        a  b  c
+    #   a  [ 3, 1, 0 ]   support 4
+    #   b  [ 1, 2, 0 ]   support 3
+    #   c  [ 0, 1, 2 ]   support 3
+    #   predicted: 4, 4, 2
+    assert r.confusion_matrix == ((3, 1, 0), (1, 2, 0), (0, 1, 2))
+    assert r.n == 10
+    assert r.accuracy == pytest.approx(7 / 10)
+    a, b, c = r.per_class
+    assert (a.support, b.support, c.support) == (4, 3, 3)
+    assert (a.predicted, b.predicted, c.predicted) == (4, 4, 2)
+    # precision = TP / predicted: a 3/4, b 2/4, c 2/2; recall = TP / support: a 3/4, b 2/3, c 2/3
+    assert (a.precision, b.precision, c.precision) == pytest.approx((0.75, 0.5, 1.0))
+    assert (a.recall, b.recall, c.recall) == pytest.approx((0.75, 2 / 3, 2 / 3))
+    # F1 = 2TP / (2TP + FP + FN): a 6/8, b 4/(4+2+1) = 4/7, c 4/(4+0+1) = 4/5
+    assert (a.f1, b.f1, c.f1) == pytest.approx((0.75, 4 / 7, 0.8))
+    # balanced accuracy = mean recall = (3/4 + 2/3 + 2/3) / 3 = 25/36
+    assert r.balanced_accuracy == pytest.approx(25 / 36)
+    # macro F1 = (3/4 + 4/7 + 4/5) / 3 = (105 + 80 + 112) / 140 / 3 = 99/140
+    assert r.macro_f1 == pytest.approx(99 / 140)
+    # One-vs-rest AUC as Mann-Whitney (pairs positive > negative, ties count 1/2):
+    #  a: positives 0.7 0.6 0.5 0.2 vs negatives 0.1 0.3 0.6 0.1 0.2 0.1 (24 pairs)
+    #     0.7 beats 6; 0.6 beats 5, ties 1 -> 5.5; 0.5 beats 5; 0.2 beats 3, ties 1 -> 3.5; total 20 -> 5/6
+    #  b: positives 0.8 0.6 0.3 vs negatives 0.2 0.3 0.4 0.7 0.1 0.2 0.6 (21 pairs)
+    #     0.8 beats 7; 0.6 beats 5, ties 1 -> 5.5; 0.3 beats 3, ties 1 -> 3.5; total 16 -> 16/21
+    #  c: positives 0.8 0.6 0.3 vs seven negatives of 0.1 -> 21/21 = 1
+    assert (a.roc_auc, b.roc_auc, c.roc_auc) == pytest.approx((5 / 6, 16 / 21, 1.0))
+    # macro AUC = (5/6 + 16/21 + 1) / 3 = (35 + 32 + 42) / 42 / 3 = 109/126
+    assert r.macro_roc_auc == pytest.approx(109 / 126)
+    assert r.roc_auc == r.macro_roc_auc
+    assert r.binary is None
+    # b (F1 4/7 = 0.57) is above the 0.5 floor; with a 0.6 floor it is the one weak class.
+    assert r.weak_classes() == []
+    assert r.weak_classes(floor=0.6) == ["b"]
+
+
+# Eight images, two labels; the score is p(malignant).
+#   y:           0    0    0    0    0    1    1    1
+#   p:          0.1  0.2  0.4  0.4  0.7  0.4  0.8  0.9
+Y2 = np.array([0, 0, 0, 0, 0, 1, 1, 1])
+PM = np.array([0.1, 0.2, 0.4, 0.4, 0.7, 0.4, 0.8, 0.9])
+P2 = np.stack([1 - PM, PM], axis=1)
+
+
+def test_hand_computed_binary():
+    r = compute_report(Y2, P2, ("benign", "malignant"), task="malignancy")
+    bm = r.binary
+    assert bm is not None and bm.positive_label == "malignant" and bm.threshold == 0.5
+    # AUC: positives 0.9 and 0.8 beat all 5 negatives; 0.4 beats 0.1, 0.2 and ties two 0.4s -> 3; 13/15
+    assert bm.roc_auc == pytest.approx(13 / 15)
+    assert r.roc_auc == bm.roc_auc
+    # At 0.5: malignant calls 0.7 (FP), 0.8, 0.9 -> TP 2, FN 1, FP 1, TN 4
+    assert bm.sensitivity == pytest.approx(2 / 3)
+    assert bm.specificity == pytest.approx(4 / 5)
+    assert r.accuracy == pytest.approx(6 / 8)
+    assert r.confusion_matrix == ((4, 1), (1, 2))
+    # At 0.4 (>=): all three positives found, and three negatives (0.4, 0.4, 0.7) called malignant.
+    r04 = compute_report(Y2, P2, ("benign", "malignant"), task="malignancy", threshold=0.4)
+    assert (r04.binary.sensitivity, r04.binary.specificity) == pytest.approx((1.0, 2 / 5))
+    assert r04.confusion_matrix == ((2, 3), (0, 3))
+    # ROC by decreasing threshold; (fp, tp) counts: 0.9 (0,1), 0.8 (0,2), 0.7 (1,2), 0.4 (3,3), 0.2 (4,3),
+    # 0.1 (5,3). The 0.2 point lies on the line from 0.4 to 0.1 and is dropped.
+    roc = bm.roc
+    assert roc.thresholds == (math.inf, 0.9, 0.8, 0.7, 0.4, 0.1)
+    assert roc.fpr == pytest.approx((0, 0, 0, 1 / 5, 3 / 5, 1))
+    assert roc.tpr == pytest.approx((0, 1 / 3, 2 / 3, 2 / 3, 1, 1))
+    assert r.headline()["sensitivity"] == pytest.approx(0.6667)
+
+
+def test_choose_threshold_is_the_highest_that_reaches_the_sensitivity():
+    # Positive scores, highest first: 0.9, 0.8, 0.4.
+    assert choose_threshold(Y2, PM, 0.9) == 0.4  # needs ceil(2.7) = 3 positives
+    assert choose_threshold(Y2, PM, 1.0) == 0.4
+    assert choose_threshold(Y2, PM, 0.6) == 0.8  # needs ceil(1.8) = 2
+    assert choose_threshold(Y2, PM, 2 / 3) == 0.8  # exactly 2 of 3, despite float rounding
+    assert choose_threshold(Y2, PM, 0.3) == 0.9
+    # 0.7 * 10 is 7.000000000000001 in floating point: it must still ask for 7 of 10, not 8.
+    y = np.ones(10, dtype=bool)
+    scores = np.linspace(1.0, 0.1, 10)
+    assert choose_threshold(y, scores, 0.7) == pytest.approx(scores[6])
+    # The chosen threshold really gives the promised sensitivity, and a hair higher does not.
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.3
+    s = np.round(rng.random(300), 2)
+    t = choose_threshold(y, s, 0.9)
+    assert (s[y] >= t).mean() >= 0.9
+    assert (s[y] >= np.nextafter(t, 2.0)).mean() < 0.9
+
+
+def test_choose_threshold_refuses_bad_input():
+    with pytest.raises(ValueError, match="no positive"):
+        choose_threshold(np.zeros(4, bool), np.linspace(0, 1, 4))
+    with pytest.raises(ValueError, match="min_sensitivity"):
+        choose_threshold(Y2, PM, 0.0)
+    with pytest.raises(ValueError, match="same length"):
+        choose_threshold(Y2, PM[:3])
+
+
+def test_degenerate_cases_give_none_not_a_crash():
+    # Class "c" has no test images, and the model never predicts "b".
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.9, 0.05, 0.05], [0.4, 0.1, 0.5], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1]])
+    r = compute_report(y, p, LABELS3, task="toy")
+    a, b, c = r.per_class
+    assert c.recall is None and c.roc_auc is None and c.support == 0 and c.recall_ci is None
+    assert c.precision == 0.0 and c.f1 == 0.0  # predicted once, wrongly
+    assert b.precision is None and b.recall == 0.0 and b.f1 == 0.0
+    assert r.balanced_accuracy == pytest.approx((0.5 + 0.0) / 2)  # over the classes that have images
+    assert r.weak_classes() == ["b", "a"]
+    json.loads(r.to_json())
+    # A single-class test set: every AUC is undefined, the report still builds and serialises.
+    one = compute_report(np.zeros(3, int), np.full((3, 2), 0.5), ("benign", "malignant"), task="malignancy")
+    assert one.binary.roc_auc is None and one.binary.roc is None and one.binary.sensitivity is None
+    assert one.binary.specificity == 0.0  # p = 0.5 >= 0.5: all called malignant
+    assert one.macro_roc_auc is None
+    assert EvalReport.from_json(one.to_json()) == one
+    assert roc_auc(np.array([True, True]), np.array([0.1, 0.2])) is None
+    assert roc_curve(np.array([False]), np.array([0.1])) is None
+
+
+def test_bad_input_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match=r"shape \[N, 3\]"):
+        compute_report(Y3, P3[:, :2], LABELS3, task="toy")
+    with pytest.raises(ValueError, match="outside"):
+        compute_report(np.array([0, 3]), P3[:2], LABELS3, task="toy")
+    with pytest.raises(ValueError, match="empty"):
+        compute_report(np.array([], int), np.zeros((0, 3)), LABELS3, task="toy")
+    with pytest.raises(ValueError, match="two-label"):
+        compute_report(Y3, P3, LABELS3, task="toy", threshold=0.3)
+    with pytest.raises(ValueError, match="positive_label"):
+        compute_report(Y2, P2, ("benign", "malignant"), task="m", positive_label="x")
+
+
+def test_report_round_trips_through_json():
+    r = compute_report(Y2, P2, ("benign", "malignant"), task="malignancy", split="s.csv:test")
+    text = r.to_json()
+    raw = json.loads(text)
+    assert raw["binary"]["roc"]["thresholds"][0] is None  # +inf is not JSON
+    assert raw["split"] == "s.csv:test" and raw["confusion_matrix"] == [[4, 1], [1, 2]]
+    assert EvalReport.from_json(text) == r
+    r3 = compute_report(Y3, P3, LABELS3, task="toy")
+    assert EvalReport.from_dict(json.loads(r3.to_json())) == r3
+    with pytest.raises(ValueError, match="not an evaluation report"):
+        EvalReport.from_dict({"task": "x"})
+
+
+def test_wilson_interval():
+    assert wilson_interval(0, 0) is None
+    low, high = wilson_interval(12, 20)
+    # Textbook value for 12/20: 0.387 to 0.781
+    assert (low, high) == pytest.approx((0.3866, 0.7812), abs=1e-4)
+    assert wilson_interval(5, 5)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 5)[0] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agrees_with_scikit_learn(seed):
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    n, k = 400, 7
+    y = rng.choice(k, size=n, p=[0.05, 0.1, 0.1, 0.03, 0.12, 0.55, 0.05])
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs = np.round(probs, 2)  # coarse scores: plenty of ties
+    r = compute_report(y, probs, [f"c{i}" for i in range(k)], task="toy")
+    pred = probs.argmax(axis=1)
+    assert r.accuracy == pytest.approx(sk.accuracy_score(y, pred))
+    assert r.balanced_accuracy == pytest.approx(sk.balanced_accuracy_score(y, pred))
+    assert r.macro_f1 == pytest.approx(sk.f1_score(y, pred, average="macro"))
+    assert np.array_equal(np.array(r.confusion_matrix), sk.confusion_matrix(y, pred, labels=range(k)))
+    prec, rec, f1, sup = sk.precision_recall_fscore_support(y, pred, labels=range(k), zero_division=0)
+    assert [c.precision or 0.0 for c in r.per_class] == pytest.approx(prec)
+    assert [c.recall for c in r.per_class] == pytest.approx(rec)
+    assert [c.f1 for c in r.per_class] == pytest.approx(f1)
+    assert [c.support for c in r.per_class] == list(sup)
+    assert [c.roc_auc for c in r.per_class] == pytest.approx([sk.roc_auc_score(y == i, probs[:, i]) for i in range(k)])
+    # scikit-learn's multi-class AUC wants rows that sum to 1: compare on re-normalised scores.
+    normed = probs / probs.sum(axis=1, keepdims=True)
+    rn = compute_report(y, normed, [f"c{i}" for i in range(k)], task="toy")
+    assert rn.macro_roc_auc == pytest.approx(sk.roc_auc_score(y, normed, multi_class="ovr"))
+
+    # Binary: the malignant probability with heavy ties.
+    yb = (y < 3).astype(int)
+    pm = np.round(rng.beta(2, 5, size=n) + 0.3 * yb, 1).clip(0, 1)
+    rb = compute_report(yb, np.stack([1 - pm, pm], 1), ("benign", "malignant"), task="malignancy", threshold=0.4)
+    assert rb.binary.roc_auc == pytest.approx(sk.roc_auc_score(yb, pm))
+    fpr, tpr, thr = sk.roc_curve(yb, pm)
+    assert rb.binary.roc.fpr == pytest.approx(fpr)
+    assert rb.binary.roc.tpr == pytest.approx(tpr)
+    assert rb.binary.roc.thresholds == pytest.approx(thr)
+    called = (pm >= 0.4).astype(int)
+    assert rb.binary.sensitivity == pytest.approx(sk.recall_score(yb, called))
+    assert rb.binary.specificity == pytest.approx(sk.recall_score(yb, called, pos_label=0))
+    # The trapezoid under our (thinned) curve is the Mann-Whitney AUC.
+    assert np.trapezoid(rb.binary.roc.tpr, rb.binary.roc.fpr) == pytest.approx(rb.binary.roc_auc)
