@@ -1,0 +1,48 @@
+"""Training augmentation and the evaluation transform, both derived from the package's PreprocessConfig.
+
+The evaluation transform is timm's own eval pipeline built from the same config that ships in the package;
+tests/test_parity.py checks that `skin_demo.imaging.preprocess` reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import timm.data
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from skin_demo.config import PreprocessConfig
+
+
+def eval_transform(config: PreprocessConfig):
+    """timm's eval transform (PIL image -> normalised float tensor [3, H, W]) for this config."""
+    return timm.data.create_transform(
+        input_size=(3, *config.size),
+        is_training=False,
+        interpolation=config.interpolation,
+        mean=config.mean,
+        std=config.std,
+        crop_pct=config.crop_pct,
+        crop_mode="center",
+    )
+
+
+def train_transform(config: PreprocessConfig) -> v2.Compose:
+    """Augmentation fit for dermoscopy (uint8 tensor [3, h, w] -> normalised float tensor [3, H, W]).
+
+    Lesions have no canonical orientation, so flips and full rotations are label-preserving; zoom, shift and
+    shear mimic framing differences; colour jitter mimics different dermatoscopes and lighting.
+    """
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.RandomAffine(
+                degrees=180, translate=(0.05, 0.05), scale=(0.9, 1.15), shear=8,
+                interpolation=InterpolationMode.BILINEAR,
+            ),
+            v2.RandomResizedCrop(config.size, scale=(0.45, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(config.mean), std=list(config.std)),
+        ]
+    )
