@@ -77,6 +77,9 @@ class EvalReport:
     binary: BinaryMetrics | None = None
     split: str | None = None  # what was evaluated, e.g. "models/ham10000_split.csv:test"
     extra: dict[str, Any] = field(default_factory=dict)  # provenance of the run (package, timings, ...)
+    # One-vs-rest ROC curve per label of a multi-class task (None where undefined); last, as it is the bulk of
+    # metrics.json. A two-label task has its one curve in `binary.roc`.
+    class_roc: tuple[RocCurve | None, ...] = ()
 
     @property
     def roc_auc(self) -> float | None:
@@ -131,21 +134,13 @@ class EvalReport:
             binary = None
             if raw.get("binary") is not None:
                 b = dict(raw["binary"])
-                roc = None
-                if b.get("roc") is not None:
-                    r = b["roc"]
-                    roc = RocCurve(
-                        fpr=tuple(float(v) for v in r["fpr"]),
-                        tpr=tuple(float(v) for v in r["tpr"]),
-                        thresholds=tuple(math.inf if v is None else float(v) for v in r["thresholds"]),
-                    )
                 binary = BinaryMetrics(
                     positive_label=str(b["positive_label"]),
                     threshold=float(b["threshold"]),
                     roc_auc=_opt_float(b.get("roc_auc")),
                     sensitivity=_opt_float(b.get("sensitivity")),
                     specificity=_opt_float(b.get("specificity")),
-                    roc=roc,
+                    roc=_roc_from_dict(b.get("roc")),
                 )
             per_class = tuple(
                 ClassMetrics(
@@ -173,6 +168,7 @@ class EvalReport:
                 binary=binary,
                 split=raw.get("split"),
                 extra=dict(raw.get("extra") or {}),
+                class_roc=tuple(_roc_from_dict(r) for r in raw.get("class_roc") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an evaluation report: {exc!r}") from exc
@@ -284,6 +280,7 @@ def compute_report(
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in cm),
         binary=binary,
         split=split,
+        class_roc=() if k == 2 else tuple(roc_curve(y == i, p[:, i]) for i in range(k)),
     )
 
 
@@ -390,6 +387,16 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(values.size, dtype=np.float64)
     ranks[order] = mean_rank[run_of]
     return ranks
+
+
+def _roc_from_dict(raw: dict[str, Any] | None) -> RocCurve | None:
+    if raw is None:
+        return None
+    return RocCurve(
+        fpr=tuple(float(v) for v in raw["fpr"]),
+        tpr=tuple(float(v) for v in raw["tpr"]),
+        thresholds=tuple(math.inf if v is None else float(v) for v in raw["thresholds"]),
+    )
 
 
 def _ratio(num: Any, den: Any) -> float | None:
