@@ -1,0 +1,216 @@
+"""Publish a model package to the Hugging Face Hub.
+
+`python -m skin_demo.train publish models/<task> --repo ORG/NAME [--revision BRANCH] [--private] [--dry-run]`
+
+The package is validated with the serving loader first (a package the app would refuse is never uploaded), its
+model card is regenerated from config.json and eval/metrics.json, and model.onnx, config.json, README.md and
+eval/* go up in one commit. The command prints the commit sha: pin the app to it (SKIN_DEMO_<TASK>_REPO and
+SKIN_DEMO_<TASK>_REVISION), never to a branch that can move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, README_FILE, ModelPack, PackageError
+from skin_demo.train.card import render_model_card
+from skin_demo.train.evaluate import EVAL_DIR
+from skin_demo.train.metrics import EvalReport
+from skin_demo.train.report import read_report
+
+UPLOAD_PATTERNS = [MODEL_FILE, CONFIG_FILE, README_FILE, f"{EVAL_DIR}/*"]
+ENV_PREFIX = "SKIN_DEMO_"  # the app's settings variables (skin_demo/settings.py)
+
+
+class PublishError(RuntimeError):
+    """The package cannot be published as it is; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What was (or, for a dry run, would be) published."""
+
+    repo_id: str
+    branch: str
+    files: tuple[str, ...]  # paths inside the repo
+    commit_sha: str | None  # None for a dry run
+    commit_url: str | None
+    card_changed: bool  # README.md was (would be) regenerated
+
+    @property
+    def pinned(self) -> str | None:
+        """`repo_id@sha`: the exact revision to load."""
+        return f"{self.repo_id}@{self.commit_sha}" if self.commit_sha else None
+
+
+def publish_package(
+    package_dir: Path | str,
+    repo_id: str,
+    *,
+    branch: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    dry_run: bool = False,
+    allow_unevaluated: bool = False,
+    commit_message: str | None = None,
+) -> PublishResult:
+    """Validate, regenerate the card of, and upload the package in `package_dir` to the model repo `repo_id`.
+
+    branch: the branch to commit to (default "main"; created from main if missing).
+    token: a Hub token; default HF_TOKEN or the saved login. endpoint: default HF_ENDPOINT or huggingface.co.
+    dry_run: check everything and list the files, but write and upload nothing.
+    allow_unevaluated: publish a package without eval/metrics.json (refused by default: a public model needs
+    its held-out numbers on its card).
+    Raises PublishError for a package the app would refuse, a missing evaluation or a missing token; Hub errors
+    (huggingface_hub's HfHubHTTPError and friends) propagate.
+    """
+    package_dir = Path(package_dir)
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PublishError(f"--repo must be ORG/NAME (a model repo id), got {repo_id!r}")
+    try:
+        pack = ModelPack.load(package_dir, threads=1)
+    except PackageError as exc:
+        raise PublishError(f"refusing to publish a broken package: {exc}") from None
+    try:
+        report = read_report(package_dir / EVAL_DIR)
+    except ValueError as exc:
+        raise PublishError(str(exc)) from None
+    if report is None and not allow_unevaluated:
+        raise PublishError(
+            f"{package_dir / EVAL_DIR / 'metrics.json'} not found: run `python -m skin_demo.train evaluate "
+            f"{package_dir} --data ... --split ...` first (or pass --allow-unevaluated)"
+        )
+    _check_report_matches(pack, report, package_dir)
+
+    card = render_model_card(pack.config, report, repo_id=repo_id)
+    readme = package_dir / README_FILE
+    card_changed = not readme.is_file() or readme.read_text() != card
+    files = [MODEL_FILE, CONFIG_FILE, README_FILE]
+    if (package_dir / EVAL_DIR).is_dir():
+        files += sorted(
+            f"{EVAL_DIR}/{p.name}" for p in (package_dir / EVAL_DIR).iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+    branch = branch or "main"
+    if dry_run:
+        return PublishResult(repo_id, branch, tuple(files), None, None, card_changed)
+
+    from huggingface_hub import HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise PublishError("no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`")
+    if card_changed:
+        readme.write_text(card)
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    if branch != "main":
+        api.create_branch(repo_id, branch=branch, repo_type="model", exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=package_dir,
+        revision=branch,
+        allow_patterns=UPLOAD_PATTERNS,
+        # eval/ on the Hub mirrors eval/ here: plots of an older evaluation must not linger next to new numbers.
+        delete_patterns=[f"{EVAL_DIR}/*"],
+        commit_message=commit_message or _default_message(pack),
+    )
+    return PublishResult(repo_id, branch, tuple(files), info.oid, info.commit_url, card_changed)
+
+
+def settings_lines(task: str, result: PublishResult) -> list[str]:
+    """The environment variables that point the app at exactly this upload."""
+    prefix = f"{ENV_PREFIX}{task.upper()}"
+    return [f"{prefix}_REPO={result.repo_id}", f"{prefix}_REVISION={result.commit_sha}"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `publish` subcommand."""
+    parser = subparsers.add_parser(
+        "publish",
+        help="upload a validated package with its model card to the Hugging Face Hub",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("package", type=Path, help="package folder, e.g. models/malignancy")
+    parser.add_argument("--repo", required=True, help="model repo id, ORG/NAME (created if missing)")
+    parser.add_argument("--revision", help="branch to commit to (default: main; created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private (if it is new)")
+    parser.add_argument("--dry-run", action="store_true", help="validate and list the files; upload nothing")
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN, then the saved `hf auth login`)")
+    parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT, then https://huggingface.co)")
+    parser.add_argument("--message", help="commit message")
+    parser.add_argument(
+        "--allow-unevaluated", action="store_true", help="publish even without eval/metrics.json (not recommended)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `publish` command; returns the process exit code."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        result = publish_package(
+            args.package,
+            args.repo,
+            branch=args.revision,
+            private=args.private,
+            token=args.token,
+            endpoint=args.endpoint,
+            dry_run=args.dry_run,
+            allow_unevaluated=args.allow_unevaluated,
+            commit_message=args.message,
+        )
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (HfHubHTTPError, OSError) as exc:
+        print(f"error: the Hub refused or could not be reached: {exc}", file=sys.stderr)
+        return 1
+    card_note = " (README.md regenerated)" if result.card_changed else ""
+    if result.commit_sha is None:
+        print(f"dry run: would upload to {result.repo_id} (branch {result.branch}){card_note}:")
+        for name in result.files:
+            print(f"  {name}")
+        return 0
+    task = ModelPack.load(args.package, threads=1).config.task
+    print(f"published {len(result.files)} files to {result.repo_id} (branch {result.branch}){card_note}")
+    print(f"commit: {result.commit_sha}")
+    if result.commit_url:
+        print(f"url: {result.commit_url}")
+    print(f"pinned revision: {result.pinned}")
+    print("app settings (environment):")
+    for line in settings_lines(task, result):
+        print(f"  {line}")
+    return 0
+
+
+def _check_report_matches(pack: ModelPack, report: EvalReport | None, package_dir: Path) -> None:
+    if report is None:
+        return
+    config = pack.config
+    if report.task != config.task or tuple(report.labels) != tuple(config.labels):
+        raise PublishError(
+            f"{package_dir / EVAL_DIR / 'metrics.json'} is for task {report.task!r} with labels {list(report.labels)}, "
+            f"but the package is {config.task!r} with {list(config.labels)}: re-run evaluate"
+        )
+    recorded = config.metrics.get("balanced_accuracy")
+    measured = report.headline()["balanced_accuracy"]
+    if config.metrics.get("split") != report.split or (recorded is not None and recorded != measured):
+        raise PublishError(
+            f"{package_dir / CONFIG_FILE} metrics ({config.metrics.get('split')}, balanced_accuracy {recorded}) do not "
+            f"match {package_dir / EVAL_DIR / 'metrics.json'} ({report.split}, {measured}): re-run evaluate"
+        )
+
+
+def _default_message(pack: ModelPack) -> str:
+    metrics = pack.config.metrics
+    numbers = ", ".join(f"{k} {metrics[k]}" for k in ("balanced_accuracy", "roc_auc") if metrics.get(k) is not None)
+    return f"skin-demo {pack.config.task} package ({pack.config.architecture})" + (f": {numbers}" if numbers else "")
