@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# huggingface_hub and gradio read these once, at import, which can happen while tests are collected: point
+# them at a throw-away home before anything imports them, so no test touches a developer's cache or token.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="skin-demo-hf-home-")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_ENDPOINT", None)
+
+pytest_plugins = ["tests.hub_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
