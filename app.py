@@ -1,0 +1,18 @@
+"""Hugging Face Space entry point: `python app.py` serves the demo on the bundled models (or as configured).
+
+Configuration is by environment variables (see README.md, "Configuration", and skin_demo/settings.py); the
+Space's host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, which Gradio reads itself.
+"""
+
+import logging
+import os
+
+# Before gradio is imported: no usage analytics, no Hub telemetry.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from skin_demo.ui import build_app  # noqa: E402
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    build_app().launch()

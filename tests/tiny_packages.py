@@ -1,0 +1,186 @@
+"""Tiny but real model packages, built to the contract in DESIGN.md, for tests that must not need trained weights.
+
+The graph is `GlobalAveragePool -> Flatten -> Gemm`: it averages each colour channel of the normalised input and
+maps the three means to K logits with fixed weights. The output is deterministic and depends on the image's
+colour, so a red image and a blue image get different (and different-ranked) labels, and ONNX Runtime runs the
+same code paths it runs for the real EfficientNet packages. Variants build the broken packages serving must
+refuse.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from skin_demo.config import FORMAT_VERSION, ONNX_METADATA_KEY
+from skin_demo.taxonomy import LESION_CODES, MALIGNANCY_LABELS, MALIGNANT_CODES
+
+OPSET = 17
+IR_VERSION = 8  # readable by every ONNX Runtime this project supports
+
+_UNSET: Any = object()
+
+
+def tiny_config(
+    task: str,
+    labels: tuple[str, ...] | list[str],
+    malignant_labels: tuple[str, ...] | list[str],
+    size: tuple[int, int] = (32, 32),
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The config.json dict of a tiny package (the same fields a trained package has)."""
+    config: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "labels": list(labels),
+        "malignant_labels": list(malignant_labels),
+        "preprocess": {
+            "size": list(size),
+            "resize": "shorter_side_then_center_crop",
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+        },
+        "temperature": 1.0,
+        "architecture": "tiny_test_gemm",
+        "metrics": {"split": "tests:synthetic", "balanced_accuracy": 0.5, "accuracy": 0.5},
+        "provenance": {"data": "none (test package)", "code_commit": "test", "trained_at": "never"},
+    }
+    config.update(overrides)
+    return config
+
+
+def tiny_weights(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed Gemm weights [3, K] and bias [K]: class k prefers a different mix of channel means."""
+    angles = np.linspace(0.0, 2.0 * np.pi, num=k, endpoint=False)
+    weights = np.stack([np.cos(angles), np.sin(angles), np.cos(2 * angles + 0.5)]) * 3.0
+    bias = np.linspace(-0.2, 0.2, num=k)
+    return weights.astype(np.float32), bias.astype(np.float32)
+
+
+def tiny_logits(batch: np.ndarray, k: int) -> np.ndarray:
+    """What the tiny graph computes, in numpy (for checking ONNX Runtime's output)."""
+    weights, bias = tiny_weights(k)
+    return (batch.mean(axis=(2, 3)) @ weights + bias).astype(np.float32)
+
+
+def make_model(
+    config: dict[str, Any],
+    *,
+    metadata: Any = _UNSET,
+    input_name: str = "image",
+    input_shape: list[Any] | None = None,
+    input_type: int = TensorProto.FLOAT,
+    output_name: str = "logits",
+    num_outputs: int | None = None,
+    extra_outputs: tuple[str, ...] = (),
+) -> onnx.ModelProto:
+    """The tiny ONNX graph for `config`; the keyword arguments make it deliberately wrong for tests.
+
+    metadata: what to store under the `skin_demo.config` key: default the config's JSON, None for no entry, a
+    dict for a different config, a str for raw text.
+    """
+    height, width = config["preprocess"]["size"]
+    k = num_outputs if num_outputs is not None else len(config["labels"])
+    weights, bias = tiny_weights(k)
+    shape = input_shape if input_shape is not None else ["N", 3, height, width]
+    inputs = [helper.make_tensor_value_info(input_name, input_type, shape)]
+    cast_nodes = []
+    pooled_input = input_name
+    if input_type != TensorProto.FLOAT:
+        cast_nodes.append(helper.make_node("Cast", [input_name], ["image_f"], to=TensorProto.FLOAT))
+        pooled_input = "image_f"
+    nodes = [
+        *cast_nodes,
+        helper.make_node("GlobalAveragePool", [pooled_input], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
+        helper.make_node("Gemm", ["features", "W", "B"], [output_name]),
+    ]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", k])]
+    for name in extra_outputs:
+        nodes.append(helper.make_node("Identity", ["features"], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_" + str(config.get("task", "model")),
+        inputs,
+        outputs,
+        initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tests")
+    model.ir_version = IR_VERSION
+    if metadata is _UNSET:
+        metadata = config
+    if metadata is not None:
+        text = metadata if isinstance(metadata, str) else json.dumps(metadata)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = ONNX_METADATA_KEY, text
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_package(
+    folder: Path | str,
+    task: str = "lesion_type",
+    labels: tuple[str, ...] | list[str] | None = None,
+    malignant_labels: tuple[str, ...] | list[str] | None = None,
+    size: tuple[int, int] = (32, 32),
+    *,
+    config_overrides: dict[str, Any] | None = None,
+    config_json: Any = _UNSET,
+    truncate: int | None = None,
+    readme: bool = True,
+    **model_kwargs: Any,
+) -> Path:
+    """Write a tiny model package (model.onnx, config.json, README.md) into `folder` and return the folder.
+
+    Defaults give a valid package for `task` with the HAM10000 labels (lesion_type) or benign/malignant
+    (malignancy). Breakage for tests:
+      config_json: what to write as config.json instead (dict, or str written verbatim, or None for no file);
+      truncate: keep only this many bytes of model.onnx;
+      model_kwargs: passed to make_model (metadata=..., input_name=..., input_shape=..., num_outputs=...,
+        extra_outputs=...).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if labels is None:
+        labels = MALIGNANCY_LABELS if task == "malignancy" else LESION_CODES
+    if malignant_labels is None:
+        malignant_labels = ("malignant",) if task == "malignancy" else tuple(c for c in labels if c in MALIGNANT_CODES)
+    config = tiny_config(task, labels, malignant_labels, size, **(config_overrides or {}))
+    if "extra_outputs" in model_kwargs and "extra_outputs" not in config:
+        config["extra_outputs"] = list(model_kwargs["extra_outputs"])
+    model_bytes = make_model(config, **model_kwargs).SerializeToString()
+    if truncate is not None:
+        model_bytes = model_bytes[:truncate]
+    (folder / "model.onnx").write_bytes(model_bytes)
+    if config_json is _UNSET:
+        config_json = config
+    if config_json is not None:
+        text = config_json if isinstance(config_json, str) else json.dumps(config_json, indent=2) + "\n"
+        (folder / "config.json").write_text(text)
+    if readme:
+        (folder / "README.md").write_text(
+            f"---\nlicense: cc-by-nc-4.0\ntags: [test]\n---\n# Tiny {task} test package\n\nNot a diagnosis.\n"
+        )
+    return folder
+
+
+def make_models_dir(root: Path | str, size: tuple[int, int] = (32, 32)) -> Path:
+    """A models/ folder with a tiny `malignancy` and `lesion_type` package, as the app expects."""
+    root = Path(root)
+    make_package(root / "malignancy", "malignancy", size=size)
+    make_package(root / "lesion_type", "lesion_type", size=size)
+    return root
+
+
+def package_files(folder: Path | str) -> dict[str, bytes]:
+    """The files of a package folder as {name: bytes} (for uploading to a Hub stand-in)."""
+    folder = Path(folder)
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
