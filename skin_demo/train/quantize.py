@@ -1,0 +1,332 @@
+"""Static int8 quantization of a model package with ONNX Runtime.
+
+`python -m skin_demo.train quantize models/<task> --data <HAM10000> --split models/ham10000_split.csv --out DIR
+[--calibration-images 200] [--evaluate]`
+
+QDQ format with per-channel weights, calibrated on TRAINING-split images (never the test split the package is
+reported on) that go through `imaging.load_image` + `imaging.preprocess` exactly as in serving. The result is a
+complete package in DIR: model.onnx with the same config embedded (labels, preprocessing, temperature, threshold),
+provenance saying how it was quantized, empty metrics (the fp32 numbers do not carry over), config.json and a card.
+`--evaluate` runs fp32 and int8 on the same test images and prints what quantization cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from skin_demo.config import PackageConfig
+from skin_demo.imaging import ImageError
+from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, ModelPack, PackageError
+from skin_demo.train.card import write_model_card
+from skin_demo.train.data import DataError, Sample, read_ham10000, read_split
+from skin_demo.train.evaluate import (
+    DEFAULT_BATCH_SIZE,
+    EvaluationError,
+    label_samples,
+    predict_samples,
+    preprocessed_batches,
+    record_evaluation,
+    report_for,
+    select_samples,
+    split_name,
+)
+from skin_demo.train.metrics import EvalReport
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATION_BATCH = 8
+DEFAULT_CALIBRATION_IMAGES = 200
+
+
+class QuantizeError(RuntimeError):
+    """Quantization could not produce a valid package; the message says why."""
+
+
+def quantize_package(
+    package_dir: Path | str,
+    out_dir: Path | str,
+    calibration: Sequence[np.ndarray],
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    reduce_range: bool = True,
+    calibration_note: str | None = None,
+) -> PackageConfig:
+    """Quantize the package in `package_dir` to int8 and write the new package to `out_dir`.
+
+    calibration: preprocessed float32 images [3, H, W] (or batches [B, 3, H, W]) from the training split; their
+    activation ranges fix the int8 scales. method: "minmax", "entropy" or "percentile" (ORT calibrators).
+    reduce_range: quantize weights to 7 bits. ONNX Runtime's x86 kernels on CPUs without VNNI (plain AVX2) add
+    pairs of u8*s8 products in 16 bits, which overflows with full-range weights and can move logits by several
+    units; 7-bit weights cannot overflow, at a small cost on VNNI machines. Keep it on unless the serving CPU is
+    known to have VNNI (measure with --evaluate there).
+    calibration_note: how the images were chosen, for the provenance.
+    Returns the new package's config. Raises PackageError for a broken input package, QuantizeError when the
+    output would overwrite the input or fails the package checks.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from skin_demo.train.export import write_package_config
+
+    package_dir, out_dir = Path(package_dir), Path(out_dir)
+    if out_dir.resolve() == package_dir.resolve():
+        raise QuantizeError(f"--out {out_dir} is the input package: write the int8 package to its own folder")
+    if method not in CALIBRATION_METHODS:
+        raise QuantizeError(f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}")
+    source = ModelPack.load(package_dir, threads=1)
+    batches = _as_batches(calibration, source.config)
+    if not batches:
+        raise QuantizeError("no calibration images: quantization needs training-split images to set its ranges")
+    n_images = sum(len(b) for b in batches)
+
+    with tempfile.TemporaryDirectory(prefix="skin_demo_quantize_") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quantized = Path(tmp) / "int8.onnx"
+        # Shape inference and graph optimisation first (ORT's advice): folds e.g. BatchNorm into Conv so the
+        # quantizer sees the graph ONNX Runtime will actually run.
+        quant_pre_process(str(package_dir / MODEL_FILE), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            _Reader(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(quantized, out_dir / MODEL_FILE)
+
+    quantization = {
+        "description": (
+            f"static int8 (ONNX Runtime {ort.__version__}, QDQ, {'per-channel' if per_channel else 'per-tensor'} "
+            f"int8 weights{' (7-bit range)' if reduce_range else ''}, int8 activations), calibrated ({method}) "
+            f"on {n_images} training-split images"
+        ),
+        "format": "QDQ",
+        "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+        "activations": "int8",
+        "reduce_range": reduce_range,
+        "calibration_method": method,
+        "calibration_images": n_images,
+        "onnxruntime": ort.__version__,
+        "source_architecture": source.config.architecture,
+        "source_model_bytes": (package_dir / MODEL_FILE).stat().st_size,
+    }
+    if calibration_note:
+        quantization["calibration_data"] = calibration_note
+    config = dataclasses.replace(
+        source.config,
+        # The fp32 package's numbers are not this model's: it gets its own evaluation (or none).
+        metrics={},
+        provenance={**source.config.provenance, "quantization": quantization},
+    )
+    write_package_config(out_dir, config)
+    try:
+        config = ModelPack.load(out_dir, threads=1).config
+    except PackageError as exc:
+        raise QuantizeError(f"the quantized model fails the package checks: {exc}") from None
+    write_model_card(out_dir, config, None)
+    return config
+
+
+def calibration_samples(
+    samples: Sequence[Sample], split: dict[str, str], n: int, *, seed: int = 0
+) -> list[Sample]:
+    """Up to `n` TRAINING-split samples, drawn in turn from each class so rare classes are represented.
+
+    Classes are HAM10000 diagnoses (falling back to benign/malignant). Seeded, so the same call gives the same
+    images. Raises EvaluationError when the split has no training images among `samples`.
+    """
+    train = select_samples(samples, split, "train")
+    by_class: dict[str, list[Sample]] = defaultdict(list)
+    for sample in train:
+        by_class[sample.dx or ("malignant" if sample.malignant else "benign")].append(sample)
+    rng = np.random.default_rng(seed)
+    queues = {label: [group[i] for i in rng.permutation(len(group))] for label, group in sorted(by_class.items())}
+    chosen: list[Sample] = []
+    while len(chosen) < n and any(queues.values()):
+        for label in sorted(queues):
+            if queues[label] and len(chosen) < n:
+                chosen.append(queues[label].pop())
+    return sorted(chosen, key=lambda s: s.image_id)
+
+
+def compare(
+    fp32: EvalReport, int8: EvalReport, p_fp32: np.ndarray, p_int8: np.ndarray, seconds: Sequence[float]
+) -> dict[str, Any]:
+    """What int8 changed: headline metrics before/after, label agreement, the largest probability change, speed."""
+    rows = {}
+    for key in ("balanced_accuracy", "accuracy", "macro_f1", "roc_auc", "sensitivity", "specificity"):
+        a, b = fp32.headline().get(key), int8.headline().get(key)
+        if a is None and b is None:
+            continue
+        rows[key] = {"fp32": a, "int8": b, "change": None if a is None or b is None else round(b - a, 4)}
+    n = len(p_fp32)
+    return {
+        "split": int8.split,
+        "n": n,
+        "metrics": rows,
+        "same_label": round(float(np.mean(p_fp32.argmax(1) == p_int8.argmax(1))), 4),
+        "max_abs_probability_change": round(float(np.max(np.abs(p_fp32 - p_int8))), 4),
+        "ms_per_image": {"fp32": round(1000 * seconds[0] / n, 2), "int8": round(1000 * seconds[1] / n, 2)},
+    }
+
+
+def format_comparison(comparison: dict[str, Any], sizes: tuple[int, int]) -> str:
+    """A small terminal table of `compare`'s result."""
+    lines = [f"fp32 vs int8 on {comparison['split']} ({comparison['n']} images):",
+             f"  {'metric':<18} {'fp32':>8} {'int8':>8} {'change':>8}"]
+    for key, row in comparison["metrics"].items():
+        cells = [_cell(row["fp32"]), _cell(row["int8"]), _cell(row["change"], signed=True)]
+        lines.append(f"  {key:<18} {cells[0]:>8} {cells[1]:>8} {cells[2]:>8}")
+    ms = comparison["ms_per_image"]
+    lines += [
+        f"  same predicted label for {comparison['same_label']:.1%} of images; "
+        f"largest probability change {comparison['max_abs_probability_change']:.3f}",
+        f"  inference {ms['fp32']:.2f} -> {ms['int8']:.2f} ms/image (batched, this machine); "
+        f"model.onnx {sizes[0] / 1e6:.1f} -> {sizes[1] / 1e6:.1f} MB",
+    ]
+    return "\n".join(lines)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `quantize` subcommand."""
+    parser = subparsers.add_parser(
+        "quantize",
+        help="static int8 quantization (QDQ, per-channel) calibrated on training-split images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("package", type=Path, help="fp32 package folder, e.g. models/lesion_type")
+    parser.add_argument("--data", type=Path, required=True, help="HAM10000 folder")
+    parser.add_argument("--split", type=Path, required=True, help="split CSV (calibration uses its train subset)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the int8 package")
+    parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
+    parser.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax", help="calibration method")
+    parser.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor, not per channel")
+    parser.add_argument(
+        "--full-range", action="store_true",
+        help="8-bit weights (default 7-bit: full range overflows in ORT's kernels on x86 CPUs without VNNI)",
+    )
+    parser.add_argument("--evaluate", action="store_true", help="evaluate fp32 and int8 on --subset and compare")
+    parser.add_argument("--subset", default="test", help="subset for --evaluate (default: test)")
+    parser.add_argument("--limit", type=int, help="--evaluate on a seeded random N images only (a quick check)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `quantize` command; returns the process exit code."""
+    try:
+        source = ModelPack.load(args.package)
+        samples = read_ham10000(args.data)
+        split = read_split(args.split)
+        calib = calibration_samples(samples, split, args.calibration_images, seed=args.seed)
+        print(f"calibrating on {len(calib)} training-split images from {args.split}", flush=True)
+        arrays = list(preprocessed_batches(calib, source.config.preprocess, batch_size=CALIBRATION_BATCH))
+        note = f"{len(calib)} images of the train subset of {split_name(args.split, 'train').rsplit(':', 1)[0]}"
+        quantize_package(args.package, args.out, arrays, method=args.method, per_channel=not args.per_tensor,
+                         reduce_range=not args.full_range, calibration_note=note)
+        sizes = ((Path(args.package) / MODEL_FILE).stat().st_size, (Path(args.out) / MODEL_FILE).stat().st_size)
+        print(f"wrote int8 package {args.out} (model.onnx {sizes[0] / 1e6:.1f} -> {sizes[1] / 1e6:.1f} MB)")
+        if args.evaluate:
+            _evaluate_both(args, source, samples, split, sizes)
+    except (PackageError, QuantizeError, DataError, ImageError, EvaluationError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _evaluate_both(args, source: ModelPack, samples, split, sizes) -> None:
+    int8 = ModelPack.load(args.out)
+    chosen = select_samples(samples, split, args.subset, limit=args.limit, seed=args.seed)
+    name = split_name(args.split, args.subset)
+    if args.limit is not None:
+        name += f" (seeded random {len(chosen)} images)"
+    labelled, targets = label_samples(chosen, source.config)
+    (p_fp32, p_int8), seconds = predict_samples([source, int8], labelled, batch_size=args.batch_size)
+    fp32_report = report_for(source.config, targets, p_fp32, split=name)
+    int8_report = report_for(int8.config, targets, p_int8, split=name)
+    comparison = compare(fp32_report, int8_report, p_fp32, p_int8, seconds)
+    print(format_comparison(comparison, sizes))
+    if args.limit is not None:
+        print("(--limit: the int8 package's metrics are left empty; evaluate it on the whole split to record them)")
+        return
+    from skin_demo.train.export import write_package_config
+
+    provenance = dict(int8.config.provenance)
+    provenance["quantization"] = {**provenance["quantization"], "fp32_vs_int8": comparison}
+    write_package_config(args.out, dataclasses.replace(int8.config, provenance=provenance))
+    int8_report = dataclasses.replace(
+        int8_report, extra={"package": str(args.out), "runtime": f"ONNX Runtime {ort.__version__} (CPU)"}
+    )
+    record_evaluation(args.out, int8_report)
+    print(f"recorded the int8 evaluation in {Path(args.out) / 'eval'} and {Path(args.out) / CONFIG_FILE}")
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader protocol over preprocessed batches."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self._batches = batches
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._batches):
+            return None
+        batch = self._batches[self._next]
+        self._next += 1
+        return {"image": batch}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def _as_batches(calibration: Sequence[np.ndarray], config: PackageConfig) -> list[np.ndarray]:
+    """Group single images [3, H, W] into batches; pass batches [B, 3, H, W] through. Checks the shape."""
+    height, width = config.preprocess.size
+    singles, batches = [], []
+    for array in calibration:
+        array = np.asarray(array, dtype=np.float32)
+        if array.shape[-3:] != (3, height, width) or array.ndim not in (3, 4):
+            raise QuantizeError(f"calibration arrays must be [3, {height}, {width}] or batches of them, got {array.shape}")
+        if array.ndim == 3:
+            singles.append(array)
+        else:
+            batches.append(array)
+    for start in range(0, len(singles), CALIBRATION_BATCH):
+        batches.append(np.stack(singles[start:start + CALIBRATION_BATCH]))
+    return [np.ascontiguousarray(b) for b in batches if len(b)]
+
+
+def _cell(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def model_is_quantized(path: Path | str) -> bool:
+    """True when the ONNX file at `path` holds QDQ (QuantizeLinear / DequantizeLinear) nodes."""
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return {"QuantizeLinear", "DequantizeLinear"} <= ops
