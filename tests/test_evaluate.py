@@ -153,3 +153,13 @@ def test_evaluate_on_real_ham10000_images(tmp_path, ham10000_dir):
     report = read_report(tmp_path / "eval")
     assert report.n == 12 and report.task == "lesion_type"
     assert sum(c.support for c in report.per_class) == 12
+
+
+def test_wired_into_the_training_cli(tmp_path, fake_data):
+    from skin_demo.train.cli import main
+
+    ham, split = fake_data
+    package = make_package(tmp_path / "pkg", "lesion_type")
+    assert main(["evaluate", str(package), "--data", str(ham), "--split", str(split), "--limit", "3",
+                 "--out", str(tmp_path / "quick")]) == 0
+    assert read_report(tmp_path / "quick").n == 3

@@ -70,6 +70,8 @@ def test_hand_computed_three_classes():
     assert r.macro_roc_auc == pytest.approx(109 / 126)
     assert r.roc_auc == r.macro_roc_auc
     assert r.binary is None
+    # One ROC curve per class; c's scores separate perfectly, so its curve passes through (fpr 0, tpr 1).
+    assert len(r.class_roc) == 3 and (0.0, 1.0) in zip(r.class_roc[2].fpr, r.class_roc[2].tpr)
     # b (F1 4/7 = 0.57) is above the 0.5 floor; with a 0.6 floor it is the one weak class.
     assert r.weak_classes() == []
     assert r.weak_classes(floor=0.6) == ["b"]
@@ -144,6 +146,7 @@ def test_degenerate_cases_give_none_not_a_crash():
     r = compute_report(y, p, LABELS3, task="toy")
     a, b, c = r.per_class
     assert c.recall is None and c.roc_auc is None and c.support == 0 and c.recall_ci is None
+    assert r.class_roc[2] is None
     assert c.precision == 0.0 and c.f1 == 0.0  # predicted once, wrongly
     assert b.precision is None and b.recall == 0.0 and b.f1 == 0.0
     assert r.balanced_accuracy == pytest.approx((0.5 + 0.0) / 2)  # over the classes that have images
