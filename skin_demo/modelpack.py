@@ -118,7 +118,8 @@ class ModelPack:
             )
         except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
             raise PackageError(
-                f"{model_path}: ONNX Runtime cannot load it ({_short(exc)}); the file may be truncated or corrupt"
+                f"{model_path}: ONNX Runtime cannot load it ({_short(exc)}); the file may be truncated, corrupt "
+                "or not a valid ONNX model"
             ) from None
 
         metadata = session.get_modelmeta().custom_metadata_map

@@ -1,0 +1,134 @@
+"""imaging.load_image / preprocess on ordinary, awkward and broken inputs (all generated in tmp_path)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, features
+
+from skin_demo.config import PreprocessConfig
+from skin_demo.imaging import MAX_FILE_BYTES, ImageError, load_image, preprocess
+from tests import image_files as files
+
+
+def test_plain_jpeg_from_path_bytes_and_file_object(tmp_path):
+    path = files.jpeg(tmp_path / "photo.jpg", 320, 240)
+    for source in (path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes())):
+        image = load_image(source)
+        assert image.mode == "RGB"
+        assert image.size == (320, 240)
+
+
+@pytest.mark.parametrize(
+    "orientation, upright_size, red_at",
+    [
+        (1, (120, 60), (5, 30)),  # as stored: red on the left
+        (3, (120, 60), (114, 30)),  # rotated 180: red on the right
+        (6, (60, 120), (30, 5)),  # stored sideways, 90 clockwise to view: red at the top
+        (8, (60, 120), (30, 114)),  # 90 counter-clockwise: red at the bottom
+    ],
+)
+def test_exif_orientation_is_applied(tmp_path, orientation, upright_size, red_at):
+    path = files.exif_rotated_jpeg(tmp_path / f"rot{orientation}.jpg", orientation)
+    image = load_image(path)
+    assert image.size == upright_size
+    r, g, b = image.getpixel(red_at)
+    assert r > 150 and b < 100, f"expected red at {red_at}, got {(r, g, b)}"
+
+
+def test_16bit_png_keeps_its_range_instead_of_turning_white(tmp_path):
+    image = load_image(files.png_16bit(tmp_path / "deep.png"))
+    pixels = np.asarray(image, dtype=np.float32)
+    assert image.mode == "RGB"
+    assert 20 < pixels.min() < pixels.max() < 200  # 8000..40000 of 65535 is about 31..156 of 255
+    assert pixels[..., 0].tolist() == pixels[..., 2].tolist()  # still grey
+
+
+def test_greyscale_becomes_three_equal_channels(tmp_path):
+    pixels = np.asarray(load_image(files.greyscale_png(tmp_path / "grey.png")))
+    assert pixels.shape[2] == 3
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+
+
+def test_transparency_is_flattened_onto_white(tmp_path):
+    pixels = np.asarray(load_image(files.rgba_png(tmp_path / "alpha.png")))
+    assert (pixels[:, :40] == 255).all()  # the transparent half
+    assert pixels[:, 40:].mean() < 240  # the opaque half keeps its colour
+
+
+@pytest.mark.parametrize("transparent", [True, False])
+def test_palette_png(tmp_path, transparent):
+    image = load_image(files.palette_png(tmp_path / "pal.png", transparent))
+    assert image.mode == "RGB" and image.size == (80, 60)
+
+
+def test_cmyk_jpeg_keeps_its_colour(tmp_path):
+    image = load_image(files.cmyk_jpeg(tmp_path / "cmyk.jpg"))
+    r, g, b = np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0)
+    assert image.mode == "RGB"
+    assert r > 180 and g < 80 and b < 80, (r, g, b)  # magenta + yellow ink = red
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animated_image_uses_the_first_frame(tmp_path, fmt):
+    if fmt == "WEBP" and not features.check("webp"):
+        pytest.skip("this Pillow build has no WebP support")
+    image = load_image(files.animated(tmp_path / f"anim.{fmt.lower()}", fmt))
+    r, _, b = np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0)
+    assert r > 150 and b < 80, "expected the red first frame"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (files.empty_file, r"empty \(0 bytes\)"),
+        (files.not_an_image, "not an image"),
+        (files.truncated_jpeg, "could not read image"),
+        (files.tiny_png, "at least 32 pixels"),
+        (files.bomb_png, "too large"),
+        (lambda p: files.bomb_png(p, 10_000, 6_000), "limit is 50 megapixels"),
+    ],
+    ids=["empty", "text", "truncated", "tiny", "bomb-pillow", "bomb-ours"],
+)
+def test_bad_inputs_raise_image_error_with_a_clear_message(tmp_path, make, message):
+    path = make(tmp_path / "bad.png")
+    with pytest.raises(ImageError, match=message) as info:
+        load_image(path)
+    text = str(info.value)
+    assert "upload" in text or "photo" in text, "the message should say what to do"
+    with pytest.raises(ImageError, match=message):
+        load_image(path.read_bytes())
+
+
+def test_too_many_bytes_is_refused_before_decoding(tmp_path):
+    with pytest.raises(ImageError, match="limit is"):
+        load_image(b"\xff" * (MAX_FILE_BYTES + 1))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="does not exist"):
+        load_image(tmp_path / "nope.jpg")
+
+
+def test_draft_decoding_keeps_enough_detail(tmp_path):
+    path = files.jpeg(tmp_path / "big.jpg", 3000, 2000)
+    image = load_image(path, draft_size=224)
+    assert 448 <= min(image.size) < 2000  # decoded at reduced scale, never below 2x the model input
+    assert image.size[0] / image.size[1] == pytest.approx(1.5, rel=0.01)
+
+
+def test_preprocess_shape_dtype_and_normalisation(tmp_path):
+    config = PreprocessConfig(size=(32, 32), interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 0.5))
+    image = Image.new("RGB", (100, 50), (255, 0, 128))
+    tensor = preprocess(image, config)
+    assert tensor.shape == (3, 32, 32) and tensor.dtype == np.float32
+    assert tensor[0].mean() == pytest.approx((1.0 - 0.5) / 0.25)
+    assert tensor[1].mean() == pytest.approx((0.0 - 0.5) / 0.5)
+    assert tensor[2].mean() == pytest.approx((128 / 255 - 0.5) / 0.5, abs=1e-6)
+
+
+def test_preprocess_refuses_non_rgb():
+    with pytest.raises(ImageError, match="RGB"):
+        preprocess(Image.new("L", (64, 64)), PreprocessConfig(size=(32, 32)))

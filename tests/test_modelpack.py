@@ -1,0 +1,197 @@
+"""ModelPack: loading real (tiny) ONNX packages, and refusing each kind of broken package with a useful message."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from onnx import TensorProto
+
+from skin_demo.config import PackageConfig
+from skin_demo.modelpack import ModelPack, PackageError, session_options, softmax
+from skin_demo.settings import HubSource, Settings, SettingsError, load_models
+from tests.tiny_packages import make_models_dir, make_package, tiny_config, tiny_logits
+
+LABELS = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def random_batch(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 3, size, size)).astype(np.float32)
+
+
+def test_valid_package_loads_and_computes_the_graph(tmp_path):
+    pack = ModelPack.load(make_package(tmp_path / "pkg"))
+    assert pack.config.labels == LABELS
+    assert pack.source == f"local {tmp_path / 'pkg'}"
+    assert pack.readme is not None
+    batch = random_batch(3)  # N is dynamic: 3 works as well as the 1 and 2 used at load
+    logits = pack.logits(batch)
+    assert logits.shape == (3, 7) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, tiny_logits(batch, 7), rtol=1e-5, atol=1e-5)
+    probabilities = pack.probabilities(batch)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probabilities, softmax(logits), rtol=1e-6)
+
+
+def test_temperature_divides_the_logits(tmp_path):
+    pack = ModelPack.load(make_package(tmp_path / "pkg", config_overrides={"temperature": 2.5}))
+    batch = random_batch(2)
+    np.testing.assert_allclose(pack.probabilities(batch), softmax(pack.logits(batch) / 2.5), rtol=1e-6)
+
+
+def test_extra_outputs_named_in_config_are_allowed(tmp_path):
+    pack = ModelPack.load(make_package(tmp_path / "pkg", extra_outputs=("cam",)))
+    outputs = pack.outputs(random_batch(1))
+    assert set(outputs) == {"logits", "cam"}
+    assert pack.logits(random_batch(1)).shape == (1, 7)
+
+
+def test_logits_refuses_a_batch_of_the_wrong_shape(tmp_path):
+    pack = ModelPack.load(make_package(tmp_path / "pkg"))
+    with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\]"):
+        pack.logits(random_batch(1, size=64))
+    with pytest.raises(ValueError, match="float32"):
+        pack.logits(random_batch(1).astype(np.float64))
+
+
+def test_thread_settings_are_deliberate():
+    opts = session_options(3)
+    assert opts.intra_op_num_threads == 3
+    assert opts.inter_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def _remove(name):
+    def breaker(folder):
+        (folder / name).unlink()
+
+    return breaker
+
+
+def _write_config(text):
+    def breaker(folder):
+        (folder / "config.json").write_text(text)
+
+    return breaker
+
+
+BROKEN = {
+    # name: (make_package kwargs, a breaker run after, file the message must name, phrase it must contain)
+    "missing model.onnx": ({}, _remove("model.onnx"), "model.onnx", "missing"),
+    "missing config.json": ({}, _remove("config.json"), "config.json", "missing"),
+    "config.json not JSON": ({}, _write_config("{not json"), "config.json", "not valid JSON"),
+    "config.json not an object": ({}, _write_config("[1, 2]"), "config.json", "not a JSON object"),
+    "no embedded config": ({"metadata": None}, None, "model.onnx", "skin_demo.config"),
+    "embedded config not JSON": ({"metadata": "{oops"}, None, "model.onnx", "not valid JSON"),
+    "unknown format_version everywhere": (
+        {"config_overrides": {"format_version": 2}}, None, "config.json", "unknown format_version 2"
+    ),
+    "unknown format_version embedded": (
+        {"metadata": {**tiny_config("lesion_type", LABELS, ("mel",)), "format_version": 99}},
+        None, "model.onnx", "format_version 99",
+    ),
+    "embedded config differs": (
+        {"metadata": tiny_config("lesion_type", LABELS, ("akiec", "bcc", "mel"), temperature=1.7)},
+        None, "model.onnx", "differs from",
+    ),
+    "labels not unique": ({"labels": ("nv", "nv", "mel"), "malignant_labels": ("mel",)}, None, "config.json",
+                          "not unique"),
+    "input named wrongly": ({"input_name": "pixel_values"}, None, "model.onnx", "named 'image'"),
+    "input size differs from config": ({"input_shape": ["N", 3, 64, 64]}, None, "model.onnx", "[N, 3, 32, 32]"),
+    "input not square as configured": ({"input_shape": ["N", 3, 32, 48]}, None, "model.onnx", "expected [N, 3, 32, 32]"),
+    "fixed batch size": ({"input_shape": [1, 3, 32, 32]}, None, "model.onnx", "batch"),
+    "input not float32": ({"input_type": TensorProto.DOUBLE}, None, "model.onnx", "float32"),
+    "K != len(labels)": ({"num_outputs": 5}, None, "model.onnx", "expected [N, 7]"),
+    "first output not logits": ({"output_name": "scores"}, None, "model.onnx", "named 'logits'"),
+    "undeclared extra output": (
+        {"extra_outputs": ("cam",), "config_overrides": {"extra_outputs": []}}, None, "model.onnx", "extra outputs"
+    ),
+    "truncated model.onnx": ({"truncate": 200}, None, "model.onnx", "truncated"),
+    "model.onnx not ONNX": ({}, lambda f: (f / "model.onnx").write_bytes(b"\0" * 50), "model.onnx", "corrupt"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
+def test_broken_package_is_refused_naming_file_and_problem(tmp_path, case):
+    kwargs, breaker, file_name, phrase = BROKEN[case]
+    folder = make_package(tmp_path / "pkg", **kwargs)
+    if breaker:
+        breaker(folder)
+    with pytest.raises(PackageError) as info:
+        ModelPack.load(folder)
+    message = str(info.value)
+    assert str(folder / file_name) in message, message
+    assert phrase in message, message
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(PackageError, match="folder not found"):
+        ModelPack.load(tmp_path / "nowhere")
+
+
+def test_config_json_and_embedded_config_are_the_same_document(tmp_path):
+    pack = ModelPack.load(make_package(tmp_path / "pkg"))
+    on_disk = json.loads((tmp_path / "pkg" / "config.json").read_text())
+    assert PackageConfig.from_dict(on_disk) == pack.config
+
+
+# -- settings: where the packages come from ------------------------------------------------------------------
+
+
+def test_bundled_packages_load_by_default_settings_folder(tmp_path):
+    models = load_models(Settings(models_dir=make_models_dir(tmp_path / "models"), threads=1))
+    assert models.malignancy.config.task == "malignancy"
+    assert models.lesion_type.config.task == "lesion_type"
+    assert models.malignancy.source.startswith("bundled ")
+    assert models.notices == {}
+
+
+def test_corrupt_bundled_package_is_a_startup_error_naming_the_file(tmp_path):
+    models_dir = make_models_dir(tmp_path / "models")
+    (models_dir / "lesion_type" / "model.onnx").write_bytes(b"garbage")
+    with pytest.raises(PackageError, match=str(models_dir / "lesion_type" / "model.onnx")):
+        load_models(Settings(models_dir=models_dir))
+
+
+def test_swapped_bundled_packages_are_refused(tmp_path):
+    make_package(tmp_path / "models" / "malignancy", "lesion_type")
+    make_package(tmp_path / "models" / "lesion_type", "lesion_type")
+    with pytest.raises(PackageError, match="expected 'malignancy'"):
+        load_models(Settings(models_dir=tmp_path / "models"))
+
+
+def test_settings_from_env_and_file(tmp_path):
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text(
+        'models_dir = "/srv/models"\nhub_timeout = 2.5\nthreads = 2\n'
+        '[lesion_type]\nrepo = "org/types"\nrevision = "v1"\n'
+    )
+    env = {
+        "SKIN_DEMO_SETTINGS": str(settings_file),
+        "SKIN_DEMO_MALIGNANCY_REPO": "org/malignancy",
+        "SKIN_DEMO_MALIGNANCY_REVISION": "a" * 40,
+        "SKIN_DEMO_THREADS": "1",  # the environment wins over the file
+        "SKIN_DEMO_CONCURRENCY": "3",
+    }
+    settings = Settings.from_env(env)
+    assert settings.models_dir.as_posix() == "/srv/models"
+    assert settings.hub["malignancy"] == HubSource("org/malignancy", "a" * 40)
+    assert settings.hub["lesion_type"] == HubSource("org/types", "v1")
+    assert settings.hub_timeout_s == 2.5
+    assert settings.ort_threads == 1 and settings.concurrency_limit == 3
+
+
+def test_hub_repo_without_revision_is_reported_not_used(tmp_path):
+    settings = Settings.from_env({"SKIN_DEMO_LESION_TYPE_REPO": "org/types"})
+    assert settings.hub["lesion_type"] is None
+    assert "REVISION must both be set" in settings.hub_problems["lesion_type"]
+    models = load_models(Settings(models_dir=make_models_dir(tmp_path / "m"), hub_problems=settings.hub_problems))
+    assert "pinned to a revision" in models.notices["lesion_type"]
+    assert models.lesion_type.source.startswith("bundled")
+
+
+@pytest.mark.parametrize("env", [{"SKIN_DEMO_THREADS": "zero"}, {"SKIN_DEMO_HUB_TIMEOUT": "-1"}])
+def test_bad_settings_values_name_the_setting(env):
+    with pytest.raises(SettingsError, match="threads|hub_timeout"):
+        Settings.from_env(env)
