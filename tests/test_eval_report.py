@@ -151,7 +151,8 @@ def test_the_cards_usage_example_matches_the_serving_path(tmp_path):
     Image.fromarray(rng.integers(0, 255, size=(45, 60, 3), dtype=np.uint8)).save(image_path)
     card = render_model_card(pack.config, None)
     code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
-    code = code.replace('Path("path/to/package")', f"Path({str(package)!r})").replace('"lesion.jpg"', repr(str(image_path)))
+    code = code.replace('Path("path/to/package")', f"Path({str(package)!r})")
+    code = code.replace('"lesion.jpg"', repr(str(image_path)))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, "card_example", "exec"), {})

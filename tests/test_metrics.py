@@ -1,4 +1,4 @@
-"""skin_demo.train.metrics: hand-computed cases first, then a cross-check against scikit-learn (test-only dependency)."""
+"""train.metrics: hand-computed cases first, then a cross-check against scikit-learn (a test-only dependency)."""
 
 from __future__ import annotations
 

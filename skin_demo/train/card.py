@@ -218,7 +218,8 @@ def _data_section(config: PackageConfig, extra_isic: bool) -> list[str]:
         "",
         "- **HAM10000** (Tschandl et al., 2018): 10,015 dermoscopy images of 7,470 lesions from two sites (Austria, "
         "Australia), 7 diagnoses (nv 6,705, mel 1,113, bkl 1,099, bcc 514, akiec 327, vasc 142, df 115). About half "
-        "are confirmed by histopathology; the rest (mostly nevi) by follow-up, expert consensus or confocal microscopy.",
+        "are confirmed by histopathology; the rest (mostly nevi) by follow-up, expert consensus or confocal "
+        "microscopy.",
         "- This model was trained on a **downscaled 200x150 copy** of HAM10000 (the originals are 600x450), so it "
         "has never seen fine detail.",
         f"- Split: train / validation / test **grouped by `lesion_id`** and stratified by diagnosis (`{split_file}`), "
@@ -260,7 +261,8 @@ def _evaluation_section(config: PackageConfig, report: EvalReport | None) -> lis
     if report is None:
         lines.append("No evaluation report was recorded with this package (run `python -m skin_demo.train evaluate`).")
         if config.metrics:
-            lines += ["", "Numbers recorded in config.json:", "", "```json", json.dumps(config.metrics, indent=2), "```"]
+            numbers = json.dumps(config.metrics, indent=2)
+            lines += ["", "Numbers recorded in config.json:", "", "```json", numbers, "```"]
         return lines + [""]
     runtime = report.extra.get("runtime", "ONNX Runtime")
     lines += [
@@ -382,7 +384,8 @@ def _training_section(config: PackageConfig) -> list[str]:
         ("Hardware", p.get("hardware")),
         ("Epochs (best)", f"{p['epochs']} ({p.get('best_epoch')})" if "epochs" in p else None),
         ("Training time", f"{p['train_minutes']} min" if "train_minutes" in p else None),
-        ("Model selection", f"{p['selection_metric']} = {p.get('selection_value')}" if "selection_metric" in p else None),
+        ("Model selection",
+         f"{p['selection_metric']} = {p.get('selection_value')}" if "selection_metric" in p else None),
         ("Class imbalance handling", p.get("imbalance")),
         ("Temperature", f"{config.temperature:g}"),
         ("Decision threshold", fmt(config.decision_threshold, 4) if config.decision_threshold is not None else None),
@@ -390,7 +393,8 @@ def _training_section(config: PackageConfig) -> list[str]:
     ]
     lines = ["## Training details", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows if value not in (None, "")]
-    return lines + ["", "The full configuration, including the training arguments, is in `config.json` (`provenance`).", ""]
+    note = "The full configuration, including the training arguments, is in `config.json` (`provenance`)."
+    return lines + ["", note, ""]
 
 
 def _citation(extra_isic: bool) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import sys
 import time
@@ -30,8 +29,6 @@ from skin_demo.train.card import write_model_card
 from skin_demo.train.data import IGNORE_LABEL, DataError, Sample, label_index, read_ham10000, read_split, task_labels
 from skin_demo.train.metrics import EvalReport, compute_report
 from skin_demo.train.report import write_report
-
-log = logging.getLogger(__name__)
 
 EVAL_DIR = "eval"
 DEFAULT_BATCH_SIZE = 32
@@ -287,7 +284,11 @@ def summary_line(report: EvalReport) -> str:
     ]
     if report.binary is not None:
         b = report.binary
-        parts += [f"sensitivity={_f(b.sensitivity)}", f"specificity={_f(b.specificity)}", f"threshold={b.threshold:.4f}"]
+        parts += [
+            f"sensitivity={_f(b.sensitivity)}",
+            f"specificity={_f(b.specificity)}",
+            f"threshold={b.threshold:.4f}",
+        ]
     return f"{report.task}: " + " ".join(parts)
 
 

@@ -92,9 +92,8 @@ def publish_package(
     card_changed = not readme.is_file() or readme.read_text() != card
     files = [MODEL_FILE, CONFIG_FILE, README_FILE]
     if (package_dir / EVAL_DIR).is_dir():
-        files += sorted(
-            f"{EVAL_DIR}/{p.name}" for p in (package_dir / EVAL_DIR).iterdir() if p.is_file() and not p.name.startswith(".")
-        )
+        eval_files = (p for p in (package_dir / EVAL_DIR).iterdir() if p.is_file() and not p.name.startswith("."))
+        files += sorted(f"{EVAL_DIR}/{p.name}" for p in eval_files)
     branch = branch or "main"
     if dry_run:
         return PublishResult(repo_id, branch, tuple(files), None, None, card_changed)

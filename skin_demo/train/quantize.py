@@ -310,7 +310,9 @@ def _as_batches(calibration: Sequence[np.ndarray], config: PackageConfig) -> lis
     for array in calibration:
         array = np.asarray(array, dtype=np.float32)
         if array.shape[-3:] != (3, height, width) or array.ndim not in (3, 4):
-            raise QuantizeError(f"calibration arrays must be [3, {height}, {width}] or batches of them, got {array.shape}")
+            raise QuantizeError(
+                f"calibration arrays must be [3, {height}, {width}] or batches of them, got {array.shape}"
+            )
         if array.ndim == 3:
             singles.append(array)
         else:
