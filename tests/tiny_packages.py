@@ -1,10 +1,10 @@
 """Tiny but real model packages, built to the contract in DESIGN.md, for tests that must not need trained weights.
 
-The graph is `GlobalAveragePool -> Flatten -> Gemm`: it averages each colour channel of the normalised input and
-maps the three means to K logits with fixed weights. The output is deterministic and depends on the image's
-colour, so a red image and a blue image get different (and different-ranked) labels, and ONNX Runtime runs the
-same code paths it runs for the real EfficientNet packages. Variants build the broken packages serving must
-refuse.
+The graph averages each colour channel of the normalised input over the whole image and over its top half
+(`GlobalAveragePool`, `Slice`, `Concat`) and maps those six means to K logits with fixed weights (`Gemm`). The
+output is deterministic and depends on the image's colours and on which way up it is, so a red and a blue image
+get different labels, a rotated image gets a different answer (EXIF tests), and ONNX Runtime runs the same code
+paths it runs for the real EfficientNet packages. Variants build the broken packages serving must refuse.
 """
 
 from __future__ import annotations
@@ -57,17 +57,25 @@ def tiny_config(
 
 
 def tiny_weights(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed Gemm weights [3, K] and bias [K]: class k prefers a different mix of channel means."""
+    """Fixed Gemm weights [6, K] and bias [K]: class k prefers a different mix of the six channel means
+    (whole image RGB, then top half RGB)."""
     angles = np.linspace(0.0, 2.0 * np.pi, num=k, endpoint=False)
-    weights = np.stack([np.cos(angles), np.sin(angles), np.cos(2 * angles + 0.5)]) * 3.0
+    whole = np.stack([np.cos(angles), np.sin(angles), np.cos(2 * angles + 0.5)]) * 3.0
+    top = np.stack([np.sin(angles + 1.0), np.cos(3 * angles), np.sin(2 * angles)]) * 1.5
     bias = np.linspace(-0.2, 0.2, num=k)
-    return weights.astype(np.float32), bias.astype(np.float32)
+    return np.concatenate([whole, top]).astype(np.float32), bias.astype(np.float32)
+
+
+def tiny_features(batch: np.ndarray) -> np.ndarray:
+    """The six channel means the tiny graph feeds to its Gemm: whole image, then top half. [N, 6]"""
+    half = batch.shape[2] // 2
+    return np.concatenate([batch.mean(axis=(2, 3)), batch[:, :, :half].mean(axis=(2, 3))], axis=1)
 
 
 def tiny_logits(batch: np.ndarray, k: int) -> np.ndarray:
     """What the tiny graph computes, in numpy (for checking ONNX Runtime's output)."""
     weights, bias = tiny_weights(k)
-    return (batch.mean(axis=(2, 3)) @ weights + bias).astype(np.float32)
+    return (tiny_features(batch) @ weights + bias).astype(np.float32)
 
 
 def make_model(
@@ -99,19 +107,36 @@ def make_model(
     nodes = [
         *cast_nodes,
         helper.make_node("GlobalAveragePool", [pooled_input], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
+        helper.make_node("Flatten", ["pooled"], ["whole"], axis=1),
+        helper.make_node("Shape", [pooled_input], ["in_shape"]),
+        helper.make_node("Gather", ["in_shape", "h_axis"], ["height"]),
+        helper.make_node("Div", ["height", "two"], ["half"]),  # integer division, as tiny_features does
+        helper.make_node("Slice", [pooled_input, "zero", "half", "h_axis_1d"], ["top"]),
+        helper.make_node("GlobalAveragePool", ["top"], ["top_pooled"]),
+        helper.make_node("Flatten", ["top_pooled"], ["top_means"], axis=1),
+        helper.make_node("Concat", ["whole", "top_means"], ["features"], axis=1),
         helper.make_node("Gemm", ["features", "W", "B"], [output_name]),
     ]
     outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", k])]
     for name in extra_outputs:
         nodes.append(helper.make_node("Identity", ["features"], [name]))
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 6]))
+    constants = {
+        "h_axis": np.array([2], dtype=np.int64),
+        "h_axis_1d": np.array([2], dtype=np.int64),
+        "two": np.array([2], dtype=np.int64),
+        "zero": np.array([0], dtype=np.int64),
+    }
     graph = helper.make_graph(
         nodes,
         "tiny_" + str(config.get("task", "model")),
         inputs,
         outputs,
-        initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")],
+        initializer=[
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(bias, "B"),
+            *(numpy_helper.from_array(v, name) for name, v in constants.items()),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tests")
     model.ir_version = IR_VERSION
