@@ -15,7 +15,13 @@ from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack, PackageError
 from skin_demo.train import quantize
 from skin_demo.train.data import read_ham10000, read_split
-from skin_demo.train.quantize import QuantizeError, calibration_samples, model_is_quantized, quantize_package
+from skin_demo.train.quantize import (
+    QuantizeError,
+    calibration_samples,
+    model_is_quantized,
+    quantize_package,
+    shape_computation_nodes,
+)
 from skin_demo.train.report import read_report
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 from tests.tiny_packages import tiny_config
@@ -169,3 +175,79 @@ def test_cli_evaluate_with_limit_does_not_record_metrics(tmp_path, fake_data, ca
     assert "metrics are left empty" in capsys.readouterr().out
     assert ModelPack.load(out).config.metrics == {} and not (out / "eval").exists()
     assert _cli(tmp_path / "missing", "--data", ham, "--split", split, "--out", out) == 1
+
+
+def make_same_pad_package(folder):
+    """A CNN whose padding is computed from the input size, the way timm's tf_efficientnet "same" convolutions
+    export: Shape -> Gather -> Cast -> Div -> Ceil -> Unsqueeze -> Concat (float) -> Cast -> Pad -> Conv."""
+    labels = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    config = tiny_config("lesion_type", labels, ("akiec", "bcc", "mel"), size=(SIZE, SIZE),
+                         architecture="tiny_same_pad_cnn")
+    rng = np.random.default_rng(0)
+    arrays = {
+        "idx2": np.array(2, np.int64), "size_f": np.array(float(SIZE), np.float32), "axis0": np.array([0], np.int64),
+        "zero": np.zeros(1, np.float32), "three": np.array([3.0], np.float32),
+        "cw": rng.normal(size=(CHANNELS, 3, 5, 5)).astype(np.float32) * 0.2,
+        "cb": rng.normal(size=CHANNELS).astype(np.float32) * 0.1,
+        "fw": rng.normal(size=(CHANNELS, 7)).astype(np.float32) * 2.0, "fb": np.zeros(7, np.float32),
+    }
+    nodes = [
+        helper.make_node("Shape", ["image"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "idx2"], ["height"], axis=0, name="gather"),
+        helper.make_node("Cast", ["height"], ["height_f"], to=TensorProto.FLOAT, name="cast_f"),
+        helper.make_node("Div", ["height_f", "size_f"], ["ratio"], name="div"),
+        helper.make_node("Ceil", ["ratio"], ["one"], name="ceil"),
+        helper.make_node("Unsqueeze", ["one", "axis0"], ["pad1"], name="unsqueeze"),
+        helper.make_node("Add", ["pad1", "three"], ["pad4"], name="add"),  # 4: not exact in int8 over [0, 4]
+        helper.make_node("Mul", ["pad1", "three"], ["pad3"], name="mul"),  # 3: rounds to 2.99 -> 2 when quantized
+        helper.make_node("Concat", ["zero", "zero", "pad1", "pad3", "zero", "zero", "pad4", "pad3"], ["pads_f"],
+                         axis=0, name="concat"),
+        helper.make_node("Cast", ["pads_f"], ["pads"], to=TensorProto.INT64, name="cast_i"),
+        helper.make_node("Pad", ["image", "pads"], ["padded"], name="pad"),
+        helper.make_node("Conv", ["padded", "cw", "cb"], ["conv"], name="conv"),
+        helper.make_node("Relu", ["conv"], ["act"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["act"], ["pooled"], name="gap"),
+        helper.make_node("Flatten", ["pooled"], ["features"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["features", "fw", "fb"], ["logits"], name="gemm"),
+    ]
+    graph = helper.make_graph(
+        nodes, "same_pad_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
+        initializer=[numpy_helper.from_array(a, name) for name, a in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {ONNX_METADATA_KEY: json.dumps(config)})
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_shape_and_padding_arithmetic_is_not_quantized(tmp_path):
+    source = make_same_pad_package(tmp_path / "fp32")
+    model = onnx.load(source / "model.onnx")
+    assert set(shape_computation_nodes(model)) == {
+        "shape", "gather", "cast_f", "div", "ceil", "unsqueeze", "add", "mul", "concat", "cast_i"
+    }
+    rng = np.random.default_rng(1)
+    calib = [rng.uniform(-1, 1, (3, SIZE, SIZE)).astype(np.float32) for _ in range(16)]
+    quantize_package(source, tmp_path / "int8", calib)
+    quantized = onnx.load(tmp_path / "int8" / "model.onnx")
+    producer = {out: node for node in quantized.graph.node for out in node.output}
+    # Walk back from the Pad's `pads` input to the Shape node: no QuantizeLinear/DequantizeLinear on the way.
+    pad = next(n for n in quantized.graph.node if n.op_type == "Pad")
+    stack, ops = [pad.input[1]], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is not None:
+            ops.add(node.op_type)
+            if node.op_type != "Shape":  # Shape reads only the size of its (quantized) input
+                stack.extend(node.input)
+    assert "Shape" in ops and not ops & {"QuantizeLinear", "DequantizeLinear"}
+    assert model_is_quantized(tmp_path / "int8" / "model.onnx")  # the convolution itself is int8
+    x = rng.uniform(-1, 1, (6, 3, SIZE, SIZE)).astype(np.float32)
+    l32 = ModelPack.load(source).logits(x)
+    l8 = ModelPack.load(tmp_path / "int8").logits(x)
+    assert np.max(np.abs(l32 - l8)) < 0.05 * np.ptp(l32)

@@ -13,7 +13,9 @@ provenance saying how it was quantized, empty metrics (the fp32 numbers do not c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import shutil
 import sys
 import tempfile
@@ -96,22 +98,26 @@ def quantize_package(
         quantized = Path(tmp) / "int8.onnx"
         # Shape inference and graph optimisation first (ORT's advice): folds e.g. BatchNorm into Conv so the
         # quantizer sees the graph ONNX Runtime will actually run.
-        quant_pre_process(str(package_dir / MODEL_FILE), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            _Reader(batches),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method={
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
-            }[method],
-        )
+        with _quiet_root_logger():
+            quant_pre_process(str(package_dir / MODEL_FILE), str(prepared))
+        excluded = _name_nodes_and_find_shape_nodes(prepared)
+        with _quiet_root_logger():
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                _Reader(batches),
+                nodes_to_exclude=excluded,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[method],
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(quantized, out_dir / MODEL_FILE)
 
@@ -128,6 +134,7 @@ def quantize_package(
         "calibration_method": method,
         "calibration_images": n_images,
         "onnxruntime": ort.__version__,
+        "not_quantized": "shape/padding computation subgraphs (see quantize.shape_computation_nodes)",
         "source_architecture": source.config.architecture,
         "source_model_bytes": (package_dir / MODEL_FILE).stat().st_size,
     }
@@ -193,7 +200,7 @@ def compare(
 
 def format_comparison(comparison: dict[str, Any], sizes: tuple[int, int]) -> str:
     """A small terminal table of `compare`'s result."""
-    lines = [f"fp32 vs int8 on {comparison['split']} ({comparison['n']} images):",
+    lines = [f"fp32 vs int8 on {comparison['split']}, {comparison['n']} images:",
              f"  {'metric':<18} {'fp32':>8} {'int8':>8} {'change':>8}"]
     for key, row in comparison["metrics"].items():
         cells = [_cell(row["fp32"]), _cell(row["int8"]), _cell(row["change"], signed=True)]
@@ -283,6 +290,61 @@ def _evaluate_both(args, source: ModelPack, samples, split, sizes) -> None:
     )
     record_evaluation(args.out, int8_report)
     print(f"recorded the int8 evaluation in {Path(args.out) / 'eval'} and {Path(args.out) / CONFIG_FILE}")
+
+
+def shape_computation_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that compute shapes or paddings from tensor sizes rather than image content.
+
+    timm's TF-"same" convolutions (tf_efficientnet_*) export their padding as a small float subgraph:
+    Shape -> Gather -> Cast -> Div -> Ceil -> ... -> Concat -> Cast -> Pad. Left to the quantizer, its Concat and
+    Reshape get int8 QDQ pairs, the padding rounds to the wrong number of pixels and every later layer is garbage.
+    A node belongs to such a subgraph when it is a Shape/Size node, or when each of its inputs is either derived
+    from one (tainted) or a constant, with at least one tainted. A node that also takes real activations (the Pad,
+    a Reshape of a feature map) is where the subgraph ends: it is quantized as usual.
+    """
+    constants = {init.name for init in model.graph.initializer}
+    tainted: set[str] = set()
+    excluded: list[str] = []
+    for node in model.graph.node:  # ONNX graphs are stored in topological order
+        if node.op_type == "Constant":
+            constants.update(node.output)
+            continue
+        inputs = [name for name in node.input if name]
+        is_source = node.op_type in ("Shape", "Size")
+        if is_source or (
+            any(name in tainted for name in inputs) and all(name in tainted or name in constants for name in inputs)
+        ):
+            tainted.update(node.output)
+            excluded.append(node.name)
+    return excluded
+
+
+def _name_nodes_and_find_shape_nodes(path: Path) -> list[str]:
+    """Give every node of the model at `path` a name (exclusion works by name), save it, and return
+    `shape_computation_nodes` of it."""
+    model = onnx.load(str(path))
+    used = {node.name for node in model.graph.node if node.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+    onnx.save(model, str(path))
+    return shape_computation_nodes(model)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs progress and a line per adjusted bias scale (hundreds) to the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _Reader:
