@@ -26,7 +26,7 @@ MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 README_FILE = "README.md"
 DEFAULT_HUB_TIMEOUT_S = 5.0  # per HTTP request: a Hub that does not answer within this is treated as down
-DEFAULT_HUB_DEADLINE_S = 120.0  # for a whole package (about 15 MB for the bundled architecture)
+DEFAULT_HUB_DEADLINE_S = 60.0  # for a whole package (about 15 MB for the bundled architecture)
 MAX_DEFAULT_THREADS = 4
 
 
@@ -216,10 +216,14 @@ def load_from_hub(
     """Download a package (config.json, model.onnx, README.md if any) at a pinned revision and load it.
 
     revision: a commit sha (best: never changes) or a tag; the source string names the resolved commit.
-    Files go to the Hugging Face cache (HF_HUB_CACHE / HF_HOME, read when called), so a second load of the same
-    revision is served from disk. HF_HUB_OFFLINE=1 uses the cache only. endpoint defaults to HF_ENDPOINT.
-    timeout_s bounds each HTTP request, deadline_s the whole download.
-    Raises HubError if the Hub cannot be reached or lacks the files, PackageError if the package is invalid.
+    Files go to the Hugging Face cache (HF_HUB_CACHE / HF_HOME, read when called), so a second load of a commit
+    sha is served from disk without any request. HF_HUB_OFFLINE=1 uses the cache only. endpoint defaults to
+    HF_ENDPOINT.
+    Fails fast: one request with `timeout_s` and no retries checks that the Hub answers before anything is
+    downloaded (huggingface_hub alone would retry a silent Hub with 60 s timeouts for minutes); if it does not,
+    a copy of the same revision already in the cache is used, else HubError. `deadline_s` bounds the whole
+    download. Raises HubError if the Hub cannot be reached or lacks the files, PackageError if the package is
+    invalid.
     """
     if not repo_id or not revision:
         raise HubError(f"hub {repo_id or '?'}@{revision or '?'}: a Hub package needs a repo id and a pinned revision")
@@ -230,42 +234,78 @@ def load_from_hub(
     cache_dir = cache_dir or _hub_cache_dir()
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
-    def download() -> Path:
-        from huggingface_hub import hf_hub_download
+    def download() -> tuple[Path, str]:
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
         from huggingface_hub.errors import EntryNotFoundError
 
-        kwargs = dict(
-            repo_id=repo_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            endpoint=endpoint,
-            etag_timeout=timeout_s,
-            local_files_only=offline,
-            token=token,
-        )
-        # config.json first: it is small, and a repo without one fails fast before the model download.
-        config_file = Path(hf_hub_download(filename=CONFIG_FILE, **kwargs))
-        model_file = Path(hf_hub_download(filename=MODEL_FILE, **kwargs))
+        # Privacy: with telemetry on, huggingface_hub's first request also fetches an agent-detection list from
+        # huggingface.co. It reads this flag at call time; the environment variable only at import.
+        constants.HF_HUB_DISABLE_TELEMETRY = True
+
+        def fetch(filename: str, local_only: bool) -> Path:
+            return Path(
+                hf_hub_download(
+                    repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
+                    etag_timeout=timeout_s, local_files_only=local_only, token=token,
+                )
+            )  # fmt: skip
+
+        def fetch_all(local_only: bool) -> Path:
+            # config.json first: it is small, and a repo without one fails before the model download.
+            config_file, model_file = fetch(CONFIG_FILE, local_only), fetch(MODEL_FILE, local_only)
+            try:
+                fetch(README_FILE, local_only)
+            except EntryNotFoundError:
+                pass  # the card is optional for serving
+            if config_file.parent != model_file.parent:  # both must come from the same commit's snapshot
+                raise HubError(f"hub {label}: {CONFIG_FILE} and {MODEL_FILE} resolved to different commits")
+            return model_file.parent
+
+        if offline:
+            return fetch_all(local_only=True), ""
+        if _is_commit_sha(revision):
+            try:
+                return fetch_all(local_only=True), ""  # an immutable commit already cached: no request at all
+            except EntryNotFoundError:
+                pass
         try:
-            hf_hub_download(filename=README_FILE, **kwargs)
-        except EntryNotFoundError:
-            pass  # the card is optional for serving
-        if config_file.parent != model_file.parent:  # both must come from the same commit's snapshot
-            raise HubError(f"hub {label}: {CONFIG_FILE} and {MODEL_FILE} resolved to different commits")
-        return model_file.parent
+            url = hf_hub_url(repo_id, CONFIG_FILE, revision=revision, endpoint=endpoint)
+            get_hf_file_metadata(url, timeout=timeout_s, token=token)  # one HEAD, no retries
+        except Exception as exc:
+            if _is_http_answer(exc):
+                raise  # the Hub answered (no such repo, revision or file): the cache cannot help
+            try:
+                return fetch_all(local_only=True), f"from the cache; the Hub did not answer: {_describe_hub_error(exc)}"
+            except EntryNotFoundError:
+                raise exc from None
+        return fetch_all(local_only=False), ""
 
     try:
-        snapshot = _with_deadline(download, deadline_s, f"hub {label}")
+        snapshot, note = _with_deadline(download, deadline_s, f"hub {label}")
     except PackageError:
         raise
     except Exception as exc:
         raise HubError(f"hub {label}: download failed ({_describe_hub_error(exc)})") from None
     commit = snapshot.name
     source = f"hub {repo_id}@{commit}" if revision == commit else f"hub {repo_id}@{commit} (revision {revision})"
+    if note:
+        log.warning("%s: %s", source, note)
+        source = f"{source} ({note})"
     try:
         return ModelPack.load(snapshot, source=source, threads=threads)
     except PackageError as exc:
         raise PackageError(f"hub {label}: {exc}") from None
+
+
+def _is_commit_sha(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def _is_http_answer(exc: BaseException) -> bool:
+    """True when the Hub answered with a client error (4xx: no such repo/revision/file, no access)."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status is not None and 400 <= status < 500
 
 
 def _hub_cache_dir() -> str | None:

@@ -12,7 +12,7 @@ Environment variables (they override the settings file):
   SKIN_DEMO_LESION_TYPE_REPO          same for the lesion-type package
   SKIN_DEMO_LESION_TYPE_REVISION
   SKIN_DEMO_HUB_TIMEOUT               seconds per Hub HTTP request before the Hub counts as down (default 5)
-  SKIN_DEMO_HUB_DEADLINE              seconds for downloading one whole package (default 120)
+  SKIN_DEMO_HUB_DEADLINE              seconds for downloading one whole package (default 60)
   SKIN_DEMO_THREADS                   ONNX Runtime intra-op threads per model (default: cores, at most 4)
   SKIN_DEMO_CONCURRENCY               requests analysed at the same time (default: cores // threads, at least 1)
   SKIN_DEMO_EXAMPLES_DIR              folder with the example images and manifest.csv

@@ -13,14 +13,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
+# Privacy: no usage analytics, no Hub telemetry. Set before gradio (and through it huggingface_hub) is imported,
+# as both read these once, at import.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from skin_demo import charts
-from skin_demo.examples import Example, read_manifest
-from skin_demo.imaging import MAX_FILE_BYTES, ImageError
-from skin_demo.predictor import Prediction, Predictor
-from skin_demo.settings import LoadedModels, Settings, load_models
-from skin_demo.taxonomy import DESCRIPTIONS, LESION_CODES, MALIGNANT_CODES, display_name
+import gradio as gr  # noqa: E402
+
+from skin_demo import charts  # noqa: E402
+from skin_demo.examples import Example, read_manifest  # noqa: E402
+from skin_demo.imaging import MAX_FILE_BYTES, ImageError  # noqa: E402
+from skin_demo.predictor import Prediction, Predictor  # noqa: E402
+from skin_demo.settings import LoadedModels, Settings, load_models  # noqa: E402
+from skin_demo.taxonomy import DESCRIPTIONS, LESION_CODES, MALIGNANT_CODES, display_name  # noqa: E402
 
 log = logging.getLogger(__name__)
 
