@@ -223,8 +223,9 @@ def _data_section(config: PackageConfig, extra_isic: bool) -> list[str]:
         "- This model was trained on a **downscaled 200x150 copy** of HAM10000 (the originals are 600x450), so it "
         "has never seen fine detail.",
         f"- Split: train / validation / test **grouped by `lesion_id`** and stratified by diagnosis (`{split_file}`), "
-        "so images of the same lesion never appear on both sides. The validation split chose the epoch, the "
-        "temperature and the decision threshold; the test split was used only for the numbers below.",
+        "so images of the same lesion never appear on both sides. The validation split chose the epoch and the "
+        f"temperature{' and the decision threshold' if config.decision_threshold is not None else ''}; the test "
+        "split was used only for the numbers below.",
     ]
     if extra_isic:
         lines.append(
