@@ -166,10 +166,10 @@ def record_evaluation(package_dir: Path | str, report: EvalReport) -> PackageCon
     """Make `report` the package's official evaluation.
 
     Writes the report into `<package>/eval/`, merges its headline numbers into the config's `metrics`
-    (config.json and the copy embedded in model.onnx, via export.write_package_config), checks the package
+    (config.json and the copy embedded in model.onnx, via package_files.write_package_config), checks the package
     still loads, and regenerates the model card. Returns the new config.
     """
-    from skin_demo.train.export import write_package_config
+    from skin_demo.train.package_files import write_package_config
 
     package_dir = Path(package_dir)
     old = ModelPack.load(package_dir, threads=1).config

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import torch
 
-from skin_demo.config import ONNX_METADATA_KEY, PackageConfig
+from skin_demo.config import PackageConfig
+from skin_demo.train.package_files import save_with_config
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,9 @@ def export_package(model: torch.nn.Module, config: PackageConfig, package_dir: P
     )
     proto = onnx.load_from_string(buffer.getvalue())
     model_path = package_dir / "model.onnx"
-    _save_with_config(proto, config, model_path)
+    save_with_config(proto, config, model_path)
     onnx.checker.check_model(str(model_path), full_check=True)
-    (package_dir / "config.json").write_text(config.to_json())
     return model_path
-
-
-def write_package_config(package_dir: Path, config: PackageConfig) -> None:
-    """Replace a finished package's config: config.json and the copy embedded in model.onnx stay equal."""
-    model_path = Path(package_dir) / "model.onnx"
-    _save_with_config(onnx.load(str(model_path)), config, model_path)
-    (Path(package_dir) / "config.json").write_text(config.to_json())
 
 
 def max_logit_difference(model: torch.nn.Module, package_dir: Path, batch: np.ndarray) -> float:
@@ -63,12 +56,3 @@ def max_logit_difference(model: torch.nn.Module, package_dir: Path, batch: np.nd
         expected = model.eval()(torch.from_numpy(batch)).numpy()
     actual = ModelPack.load(Path(package_dir)).logits(batch)
     return float(np.max(np.abs(expected - actual)))
-
-
-def _save_with_config(proto: onnx.ModelProto, config: PackageConfig, path: Path) -> None:
-    kept = [p for p in proto.metadata_props if p.key != ONNX_METADATA_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in kept}, ONNX_METADATA_KEY: config.to_json()})
-    proto.producer_name = "skin_demo.train"
-    onnx.save(proto, str(path))

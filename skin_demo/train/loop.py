@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -34,7 +35,8 @@ from skin_demo.train.data import (
     TASKS, Sample, label_index, read_ham10000, read_malignant_vs_benign, read_split, task_labels,
 )
 from skin_demo.train.dataset import CachedImages, decode_all
-from skin_demo.train.export import export_package, max_logit_difference, write_package_config
+from skin_demo.train.export import export_package, max_logit_difference
+from skin_demo.train.package_files import write_package_config
 from skin_demo.train.metrics import choose_threshold, compute_report
 from skin_demo.train.model import DEFAULT_ARCHITECTURE, MultiTaskNet, SingleTaskNet, cosine_with_warmup, preprocess_config
 from skin_demo.train.transforms import eval_transform, train_transform
@@ -242,7 +244,8 @@ def _finish_task(args, net, task, pre, state, val_images, val_labels, val_sample
         preprocess=pre,
         architecture=args.arch,
         temperature=round(temperature, 4),
-        decision_threshold=None if threshold is None else round(threshold, 4),
+        # Round down: rounding up could lift the threshold past the score that met the sensitivity target.
+        decision_threshold=None if threshold is None else math.floor(threshold * 1e4) / 1e4,
         metrics={},
         provenance=_provenance(args, task, state, best["epoch"]),
     )

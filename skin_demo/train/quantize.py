@@ -80,7 +80,7 @@ def quantize_package(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from skin_demo.train.export import write_package_config
+    from skin_demo.train.package_files import write_package_config
 
     package_dir, out_dir = Path(package_dir), Path(out_dir)
     if out_dir.resolve() == package_dir.resolve():
@@ -280,7 +280,7 @@ def _evaluate_both(args, source: ModelPack, samples, split, sizes) -> None:
     if args.limit is not None:
         print("(--limit: the int8 package's metrics are left empty; evaluate it on the whole split to record them)")
         return
-    from skin_demo.train.export import write_package_config
+    from skin_demo.train.package_files import write_package_config
 
     provenance = dict(int8.config.provenance)
     provenance["quantization"] = {**provenance["quantization"], "fp32_vs_int8": comparison}

@@ -1,0 +1,77 @@
+"""Train -> export -> serve, end to end on CPU in seconds with timm's tiny test model.
+
+Uses a handful of real HAM10000 images when ../shared/data has them, generated ones otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skin_demo.config import PackageConfig
+from skin_demo.modelpack import ModelPack
+from skin_demo.predictor import Predictor
+from skin_demo.train.cli import main
+from skin_demo.train.data import read_ham10000
+from skin_demo.train.split import grouped_stratified_split, write_split_csv
+from tests.conftest import HAM10000_DIR
+from tests.train_data_fixtures import make_small_ham
+
+
+@pytest.fixture
+def small_ham(tmp_path) -> tuple[Path, Path]:
+    real = HAM10000_DIR if (HAM10000_DIR / "HAM10000_metadata.csv").is_file() else None
+    root = make_small_ham(tmp_path / "ham", per_class=6, real_ham=real)
+    samples = read_ham10000(root)
+    split = tmp_path / "split.csv"
+    # Synthetic lesions are one image each, so a 50/25/25 split keeps every class in val and test.
+    write_split_csv(split, samples, grouped_stratified_split(samples, fractions=(0.5, 0.25, 0.25)))
+    return root, split
+
+
+@pytest.mark.slow
+def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
+    ham, split = small_ham
+    run = tmp_path / "run"
+    argv = ["fit", "--ham", str(ham), "--split", str(split), "--arch", "test_efficientnet", "--no-pretrained",
+            "--image-size", "48", "--epochs", "2", "--batch-size", "8", "--threads", "2", "--out", str(run)]
+    assert main(argv) == 0
+
+    # The run folder keeps what made it and what it produced.
+    assert json.loads((run / "args.json").read_text())["arch"] == "test_efficientnet"
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history["history"]] == [1, 2]
+    assert (run / "last.pt").is_file() and (run / "best_lesion_type.pt").is_file()
+
+    packs = {task: ModelPack.load(run / "packages" / task) for task in ("malignancy", "lesion_type")}
+    lesion_cfg = packs["lesion_type"].config
+    assert lesion_cfg.labels == ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    assert lesion_cfg.malignant_labels == ("akiec", "bcc", "mel")
+    assert lesion_cfg.preprocess.size == (48, 48)
+    assert packs["malignancy"].config.decision_threshold is not None
+    for pack in packs.values():
+        assert pack.config.provenance["onnx_parity_max_abs_logit_diff"] < 1e-3
+        assert pack.config.temperature > 0
+        assert PackageConfig.from_json((pack.path / "config.json").read_text()) == pack.config
+
+    image = next(ham.rglob("*.jpg"))
+    prediction = Predictor(packs["malignancy"], packs["lesion_type"]).predict(image)
+    assert sum(prediction.lesion_type.values()) == pytest.approx(1.0, abs=1e-5)
+    assert 0.0 <= prediction.malignancy_probability <= 1.0
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_epoch(small_ham, tmp_path):
+    ham, split = small_ham
+    run = tmp_path / "run"
+    common = ["fit", "--ham", str(ham), "--split", str(split), "--arch", "test_efficientnet", "--no-pretrained",
+              "--image-size", "32", "--batch-size", "8", "--threads", "2", "--out", str(run), "--no-export",
+              "--tasks", "lesion_type"]
+    assert main([*common, "--epochs", "1"]) == 0
+    assert main([*common, "--epochs", "2", "--resume"]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history["history"]] == [1, 2]
+    assert np.isfinite([r["train_loss"] for r in history["history"]]).all()
