@@ -309,9 +309,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _log_to(path: Path) -> None:
+    """Send the `skin_demo` log to this run's train.log (only: a sweep runs several fits in one process)."""
     root = logging.getLogger("skin_demo")
     root.setLevel(logging.INFO)
-    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        root.addHandler(handler)
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
