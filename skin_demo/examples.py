@@ -28,7 +28,11 @@ DEFAULT_EXAMPLES_DIR = REPO_ROOT / "examples"
 DEFAULT_SPLIT = REPO_ROOT / "models" / "ham10000_split.csv"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("file", "dx", "label", "source", "licence")
-HAM10000_SOURCE = "HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161), image {image_id}, test split"
+HAM10000_SOURCE = "HAM10000 {image_id} (test split)"
+HAM10000_CITATION = (
+    "HAM10000: Tschandl P., Rosendahl C., Kittler H., Sci. Data 5, 180161 (2018), doi:10.1038/sdata.2018.161, "
+    "CC BY-NC 4.0"
+)
 HAM10000_LICENCE = "CC BY-NC 4.0"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from skin_demo import charts  # noqa: E402
-from skin_demo.examples import Example, read_manifest  # noqa: E402
+from skin_demo.examples import HAM10000_CITATION, Example, read_manifest  # noqa: E402
 from skin_demo.imaging import MAX_FILE_BYTES, ImageError  # noqa: E402
 from skin_demo.predictor import Prediction, Predictor  # noqa: E402
 from skin_demo.settings import LoadedModels, Settings, load_models  # noqa: E402
@@ -45,6 +45,8 @@ CSS = """
 #disclaimer p {margin: 0;}
 #model-notice {border-left: 6px solid #E15759; background: #FDECEC; color: #3d0000; padding: 8px 12px;
   border-radius: 6px;}
+#charts-row {flex-wrap: wrap;}
+#charts-row > * {min-width: 260px; flex: 1 1 260px;}  /* side by side on wide screens, stacked on phones */
 .donut img {width: 100%; max-width: 440px; height: auto; display: block; margin: 0 auto;}
 .donut figure {margin: 0;}
 #analyse-row button {min-height: 48px;}  /* comfortable touch targets */
@@ -112,9 +114,9 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
                     clear_btn = gr.Button("Clear", elem_id="clear")
                 status = gr.Markdown("", elem_id="status")
             with gr.Column(scale=2, min_width=300):
-                with gr.Row():
-                    malignancy_chart = gr.HTML("", elem_id="malignancy-chart", elem_classes=["donut"], min_width=260)
-                    lesion_type_chart = gr.HTML("", elem_id="lesion-type-chart", elem_classes=["donut"], min_width=260)
+                with gr.Row(elem_id="charts-row"):
+                    malignancy_chart = gr.HTML("", elem_id="malignancy-chart", elem_classes=["donut"])
+                    lesion_type_chart = gr.HTML("", elem_id="lesion-type-chart", elem_classes=["donut"])
                 with gr.Row():
                     malignancy_label = gr.Label(label="Malignancy model", num_top_classes=2, elem_id="malignancy-label")
                     lesion_type_label = gr.Label(
@@ -127,12 +129,17 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
                     result_json = gr.JSON(label="Result", elem_id="result-json")
         gallery = None
         if examples:
-            gr.Markdown("## Examples\nImages from the held-out test split of HAM10000. Tap one to analyse it.")
+            intro = "## Examples\nTap one to analyse it. Each caption gives its true label, source and licence."
+            if any("HAM10000" in e.source for e in examples):
+                intro += f"\n\n{HAM10000_CITATION}."
+            gr.Markdown(intro)
             gallery = gr.Gallery(
                 value=[(str(e.path), e.caption) for e in examples],
                 label="Examples",
                 columns=4,
+                fit_columns=False,
                 height="auto",
+                object_fit="cover",
                 allow_preview=False,
                 interactive=False,
                 elem_id="examples",
