@@ -10,6 +10,7 @@ import base64
 import html
 import logging
 import os
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ DISCLAIMER = (
     "doctor: if a spot on your skin worries you, changes, bleeds or itches, see a doctor or dermatologist."
 )
 QUEUE_MAX_SIZE = 64  # requests waiting beyond this get an immediate "queue full" instead of a long wait
-CACHE_SWEEP = (300, 900)  # Gradio deletes its temp files older than 15 min every 5 min (a backstop; see _discard)
+CACHE_SWEEP = (300, 900)  # Gradio deletes its temp files older than 15 min every 5 min (a backstop to _discard_upload)
 UNREADABLE = "could not read image: the file does not exist or cannot be opened"
 
 CSS = """
@@ -245,9 +246,10 @@ class _Service:
             return self.predictor.predict(image)
         except ImageError:
             raise
-        except Exception:
-            # Log what failed in our code, never anything about the image itself.
-            log.exception("prediction failed")
+        except Exception as exc:
+            # Log where our code failed, but not the exception's message: it may quote the upload's file name.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("prediction failed with %s at\n%s", type(exc).__name__, frames)
             raise gr.Error(
                 "Something went wrong while analysing this image. Please try another photo.", print_exception=False
             ) from None
