@@ -22,6 +22,10 @@ from skin_demo.config import PreprocessConfig
 MAX_FILE_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # larger than any phone camera's output; anything bigger is refused before decoding
 MIN_SIDE = 32
+# preprocess scales the SHORTER side to the model's size, so a long thin strip is upscaled along its length: a
+# 25 kB PNG of 40x60000 pixels becomes 256x384000 (300 MB, seconds of CPU), and 32x1500000 would need gigabytes.
+# No photo of one lesion is that shape (phone panoramas stay under about 10:1), so such images are refused.
+MAX_ASPECT_RATIO = 10
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
@@ -44,7 +48,7 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
     many pixels would discard anyway (a large speed-up for phone photos); the result keeps its shorter side
     >= 2 * draft_size so the final resize still works from real detail.
 
-    Raises ImageError for empty, corrupt, non-image, too large or too small inputs.
+    Raises ImageError for empty, corrupt, non-image, too large, too small or too elongated inputs.
     """
     if isinstance(source, Image.Image):
         image = source
@@ -135,6 +139,11 @@ def _check_size(size: tuple[int, int]) -> None:
     if min(width, height) < MIN_SIDE:
         raise ImageError(
             f"the image is only {width}x{height} pixels; upload a photo at least {MIN_SIDE} pixels on each side"
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageError(
+            f"the image is {width}x{height} pixels, longer than {MAX_ASPECT_RATIO}:1; crop it to the lesion and "
+            "upload that"
         )
 
 
