@@ -24,14 +24,19 @@ TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with sync_api.sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +159,38 @@ def test_example_gallery_analyses_the_chosen_example(browser, app_url, tmp_path)
         page.wait_for_selector(chart)
     assert "Analysed in" in page.locator("#status").inner_text()
     page.context.close()
+
+
+def test_clipboard_paste_is_analysed(browser, app_url):
+    url, _ = app_url
+    page = open_page(browser, url, viewport={"width": 1280, "height": 900},
+                     permissions=["clipboard-read", "clipboard-write"])  # fmt: skip
+    page.evaluate(
+        """async () => {
+          const c = document.createElement('canvas'); c.width = 200; c.height = 150;
+          const g = c.getContext('2d'); g.fillStyle = '#d9a58f'; g.fillRect(0, 0, 200, 150);
+          g.fillStyle = '#5a3020'; g.beginPath(); g.arc(100, 75, 40, 0, 7); g.fill();
+          const blob = await new Promise(r => c.toBlob(r, 'image/png'));
+          await navigator.clipboard.write([new ClipboardItem({'image/png': blob})]);
+        }"""
+    )
+    page.locator("#image-input button[aria-label='Paste from clipboard']").click()
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Analysed in')")
+    page.context.close()
+
+
+def test_webcam_capture_is_analysed(playwright, app_url):
+    """Chromium's fake camera stands in for a phone's: a snapshot must start the analysis like an upload."""
+    url, _ = app_url
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
+    try:
+        page = open_page(chromium, url, viewport={"width": 390, "height": 844}, permissions=["camera"])
+        page.locator("#image-input button[aria-label='Capture from camera']").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.wait_for_function("() => { const v = document.querySelector('#image-input video'); "
+                               "return v && v.readyState >= 2 && v.videoWidth > 0; }")
+        page.locator("#image-input button[aria-label='capture photo']").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Analysed in')")
+    finally:
+        chromium.close()
