@@ -6,13 +6,28 @@ Space's host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, which G
 
 import logging
 import os
+import sys
 
 # Before gradio is imported: no usage analytics, no Hub telemetry.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from skin_demo.modelpack import PackageError  # noqa: E402
+from skin_demo.settings import SettingsError  # noqa: E402
 from skin_demo.ui import build_app  # noqa: E402
 
-if __name__ == "__main__":
+
+def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    build_app().launch()
+    try:
+        demo = build_app()
+    except (PackageError, SettingsError) as exc:
+        # A broken bundled package or setting is a startup error: say which file or setting, without a traceback.
+        print(f"skin-demo cannot start: {exc}", file=sys.stderr)
+        return 1
+    demo.launch()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
