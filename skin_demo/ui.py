@@ -10,7 +10,9 @@ import base64
 import html
 import logging
 import os
+import threading
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +178,7 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
             gallery.select(service.ui_example(examples), None, [image, *outputs], api_visibility="private")
 
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=QUEUE_MAX_SIZE)
+    _count_uploads(demo)
     demo.skin_demo_models = models  # type: ignore[attr-defined]  # for tests and the benchmark
     return demo
 
@@ -290,22 +293,62 @@ class _Service:
         return [text, "", "", None, None, "", None, None]
 
 
+class _UploadSet(set):
+    """Gradio's set of uploaded paths, also counting how many uploads are waiting to be analysed per path.
+
+    Gradio stores an upload at <temp>/<sha256 of the bytes>/<file name>, so two visitors who send the same file
+    share one path: deleting it after the first analysis broke the second ("could not read image"; seen under
+    load with 16 clients). The file is deleted when its last upload has been analysed.
+    """
+
+    def __init__(self, paths=()) -> None:
+        super().__init__(paths)
+        self.lock = threading.Lock()
+        self.pending: Counter[str] = Counter(self)
+
+    def update(self, *groups) -> None:  # what Gradio's /upload route calls for each upload
+        with self.lock:
+            for group in groups:
+                for path in group:
+                    if path not in self:
+                        self.pending[path] = 0  # a stale count of a file Gradio's sweep deleted
+                    self.pending[path] += 1
+                    super().add(path)
+
+
+def _count_uploads(demo: gr.Blocks) -> None:
+    uploads = _UploadSet(demo.upload_file_set)
+    demo.temp_file_sets = [uploads if s is demo.upload_file_set else s for s in demo.temp_file_sets]
+    demo.upload_file_set = uploads
+
+
 def _discard_upload(path: str, request: gr.Request) -> None:
     """Delete an uploaded file (and its folder, if now empty) once analysed: uploads are not kept.
 
-    Only files that arrived through Gradio's upload route are touched, never example images.
+    Only files that arrived through Gradio's upload route are touched, never example images; a file that several
+    uploads share is deleted after the last of them (see _UploadSet).
     """
     blocks = request.app.get_blocks() if getattr(request, "app", None) is not None else None
     uploaded = getattr(blocks, "upload_file_set", None)
     if uploaded is None or path not in uploaded:
         return
-    uploaded.discard(path)
-    file = Path(path)
-    try:
-        file.unlink(missing_ok=True)
-        file.parent.rmdir()  # the per-upload folder Gradio made; fails harmlessly if anything else is in it
-    except OSError:
-        pass
+    lock = getattr(uploaded, "lock", None) or threading.Lock()
+    # The /upload route counts under the same lock. (It moves the file into place just before counting it,
+    # a gap of microseconds in which an identical upload could still lose its file.)
+    with lock:
+        pending = getattr(uploaded, "pending", None)
+        if pending is not None:
+            pending[path] -= 1
+            if pending[path] > 0:
+                return
+            del pending[path]
+        uploaded.discard(path)
+        file = Path(path)
+        try:
+            file.unlink(missing_ok=True)
+            file.parent.rmdir()  # the per-upload folder Gradio made; fails harmlessly if anything else is in it
+        except OSError:
+            pass
 
 
 def _image_source(payload: dict[str, Any] | None) -> str | bytes | None:
