@@ -1,0 +1,178 @@
+"""The launched app under load: 16 concurrent visitors x 30 requests, valid and invalid uploads mixed.
+
+Every valid image gets the right answer, every invalid one a clean error, nothing hangs, nothing a visitor sent
+stays on the server, and the app still answers afterwards. Tiny model packages keep it fast; what is tested is
+the serving path around the models (Gradio's queue and uploads, our decode, error handling, clean-up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from skin_demo.imaging import MAX_FILE_BYTES
+from skin_demo.predictor import Predictor
+from skin_demo.settings import Settings
+from skin_demo.ui import build_app
+from tests import image_files as files
+from tests.tiny_packages import make_models_dir
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 16
+REQUESTS_PER_CLIENT = 30
+REQUEST_TIMEOUT_S = 60
+WHOLE_RUN_TIMEOUT_S = 240  # a stuck worker or a lost reply fails the test here instead of hanging CI
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file a visitor sends, and what must come back: probabilities (valid) or an error phrase (invalid)."""
+
+    name: str
+    path: Path
+    expected: dict | None = None  # lesion_type and malignancy probabilities, for a valid image
+    error: str | None = None  # a phrase the error message must contain, for an invalid one
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_uploads(folder: Path, predictor: Predictor) -> tuple[list[Upload], list[Upload]]:
+    """Valid images of several kinds (answers computed in-process by the same Predictor) and invalid files."""
+    folder.mkdir()
+    valid_paths = [
+        files.jpeg(folder / "photo_a.jpg", 640, 480, seed=1),
+        files.jpeg(folder / "photo_b.jpg", 300, 400, seed=2),
+        files.exif_rotated_jpeg(folder / "sideways.jpg", orientation=6),
+        files.rgba_png(folder / "transparent.png"),
+        files.png_16bit(folder / "sixteen_bit.png"),
+        files.save(Image.new("RGB", (96, 96), (20, 40, 230)), folder / "blue.png", format="PNG"),
+    ]
+    valid = []
+    for path in valid_paths:
+        prediction = predictor.predict(path)
+        valid.append(Upload(path.name, path, {"lesion_type": prediction.lesion_type, "malignancy": prediction.malignancy}))
+    long_strip = files.save(Image.new("RGB", (40, 4000), (200, 120, 100)), folder / "strip.png", format="PNG")
+    invalid = [
+        Upload("empty", files.empty_file(folder / "empty.jpg"), error="empty"),
+        Upload("text", files.not_an_image(folder / "notes.jpg"), error="not an image"),
+        Upload("truncated", files.truncated_jpeg(folder / "cut.jpg"), error="could not read image"),
+        Upload("tiny", files.tiny_png(folder / "tiny.png"), error="at least 32 pixels"),
+        Upload("bomb", files.bomb_png(folder / "bomb.png"), error="too large"),
+        Upload("strip", long_strip, error="longer than 10:1"),
+    ]
+    return valid, invalid
+
+
+def plan(client_index: int, valid: list[Upload], invalid: list[Upload]) -> list[Upload]:
+    """30 uploads for one client: two valid for each invalid one, in an order that differs per client."""
+    uploads = []
+    for i in range(REQUESTS_PER_CLIENT):
+        k = i + client_index
+        uploads.append(invalid[k % len(invalid)] if i % 3 == 2 else valid[k % len(valid)])
+    return uploads
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """The app launched on tiny packages, Gradio's temp folder under tmp_path; yields (url, demo, temp folder)."""
+    temp_dir = tmp_path / "gradio_tmp"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp_dir))
+    settings = Settings(models_dir=make_models_dir(tmp_path / "models"), examples_dir=tmp_path / "none", threads=1)
+    demo = build_app(settings)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+    try:
+        yield url, demo, temp_dir
+    finally:
+        demo.close()
+
+
+def check(upload: Upload, outcome: dict | Exception) -> str | None:
+    """None if the outcome is what `upload` must get, else what was wrong."""
+    if upload.expected is not None:
+        if isinstance(outcome, Exception):
+            return f"{upload.name}: valid image got an error: {outcome!r}"
+        for task, expected in upload.expected.items():
+            got = outcome.get(task, {})
+            if list(got) != list(expected) or any(abs(got[k] - expected[k]) > 1e-6 for k in expected):
+                return f"{upload.name}: {task} {got} != {expected}"
+        return None
+    if not isinstance(outcome, Exception):
+        return f"{upload.name}: invalid file was analysed: {outcome}"
+    text = str(outcome)
+    if upload.error not in text:
+        return f"{upload.name}: error {text!r} does not say {upload.error!r}"
+    if "Traceback" in text or 'File "' in text:
+        return f"{upload.name}: error shows internals: {text!r}"
+    return None
+
+
+def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
+    url, demo, temp_dir = served
+    models = demo.skin_demo_models
+    valid, invalid = make_uploads(tmp_path / "uploads", Predictor(models.malignancy, models.lesion_type))
+    oversize = tmp_path / "uploads" / "huge.jpg"
+    with oversize.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1024)
+    clients = [Client(url, verbose=False) for _ in range(CLIENTS)]
+    problems: list[str] = []
+    counts = {"valid": 0, "invalid": 0}
+    lock = threading.Lock()
+
+    def visitor(index: int) -> None:
+        client = clients[index]
+        uploads = plan(index, valid, invalid)
+        if index < 2:  # two visitors also try a file over the upload limit (Gradio refuses it at upload)
+            uploads[5] = Upload("oversize", oversize, error="")
+        for upload in uploads:
+            try:
+                outcome = client.submit(handle_file(str(upload.path)), api_name="/predict").result(
+                    timeout=REQUEST_TIMEOUT_S
+                )
+            except Exception as exc:  # the client raises the app's gr.Error (or Gradio's refusal) as an exception
+                outcome = exc
+            problem = check(upload, outcome)
+            with lock:
+                counts["valid" if upload.expected else "invalid"] += 1
+                if problem:
+                    problems.append(problem)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        futures = [pool.submit(visitor, i) for i in range(CLIENTS)]
+        done, not_done = wait(futures, timeout=WHOLE_RUN_TIMEOUT_S)
+        assert not not_done, f"{len(not_done)} visitors still waiting after {WHOLE_RUN_TIMEOUT_S} s: a worker is stuck"
+        for future in done:
+            future.result()  # re-raise anything unexpected in the visitor itself
+    elapsed = time.perf_counter() - start
+
+    assert counts["valid"] + counts["invalid"] == CLIENTS * REQUESTS_PER_CLIENT
+    assert counts["valid"] >= 300 and counts["invalid"] >= 150
+    assert problems == [], f"{len(problems)} wrong answers, e.g. {problems[:5]}"
+    print(f"\n{CLIENTS * REQUESTS_PER_CLIENT} requests from {CLIENTS} clients in {elapsed:.1f} s")
+
+    # Still healthy: a fresh visitor gets a correct answer.
+    fresh = Client(url, verbose=False)
+    last = fresh.submit(handle_file(str(valid[0].path)), api_name="/predict").result(timeout=REQUEST_TIMEOUT_S)
+    assert check(valid[0], last) is None
+
+    # Nothing any visitor sent is left in Gradio's upload/temp folders: neither the analysed images nor the
+    # refused files (extends test_app's single-request check to concurrent, mostly failing, requests).
+    sent = {hashlib.sha256(u.path.read_bytes()).hexdigest(): u.name for u in valid + invalid if u.path.stat().st_size}
+    left = [p for p in temp_dir.rglob("*") if p.is_file()]
+    kept = [(p, sent[d]) for p in left if (d := hashlib.sha256(p.read_bytes()).hexdigest()) in sent]
+    assert kept == [], f"visitor files left on the server: {kept}"
+    assert left == [], f"files left in GRADIO_TEMP_DIR: {left}"
