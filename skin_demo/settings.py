@@ -11,6 +11,7 @@ Environment variables (they override the settings file):
   SKIN_DEMO_MALIGNANCY_REVISION       its pinned revision: a commit sha (best) or a tag
   SKIN_DEMO_LESION_TYPE_REPO          same for the lesion-type package
   SKIN_DEMO_LESION_TYPE_REVISION
+  SKIN_DEMO_HUB_ENDPOINT              Hub URL (default: HF_ENDPOINT, else https://huggingface.co)
   SKIN_DEMO_HUB_TIMEOUT               seconds per Hub HTTP request before the Hub counts as down (default 5)
   SKIN_DEMO_HUB_DEADLINE              seconds for downloading one whole package (default 60)
   SKIN_DEMO_THREADS                   ONNX Runtime intra-op threads per model (default: cores, at most 4)
