@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import statistics
 import time
@@ -201,13 +200,17 @@ def test_real_ham10000_image_through_the_api(served, ham10000_dir):
 
 @pytest.mark.data
 @pytest.mark.skipif(not bundled_models_present(), reason="the bundled packages in models/ are not there yet")
-def test_bundled_models_on_a_real_image(ham10000_dir):
-    """The real bundled packages load (validation included) and answer for a real HAM10000 image."""
-    models = load_models(Settings())
-    predictor = Predictor(models.malignancy, models.lesion_type)
+def test_bundled_models_on_a_real_image(ham10000_dir, tmp_path, monkeypatch):
+    """The real bundled packages (what app.py serves by default) load, validate and answer for a real image."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio_tmp"))
+    for name in ("MODELS_DIR", "MALIGNANCY_REPO", "MALIGNANCY_REVISION", "LESION_TYPE_REPO", "LESION_TYPE_REVISION"):
+        monkeypatch.delenv(f"SKIN_DEMO_{name}", raising=False)
+    models = load_models(Settings.from_env())
     for pack in models:
         assert isinstance(pack, ModelPack) and pack.source.startswith("bundled models/")
-    image = sorted((ham10000_dir / "images").glob("*.jpg"))[0]
-    prediction = predictor.predict(image)
+    prediction = Predictor(models.malignancy, models.lesion_type).predict(sorted((ham10000_dir / "images").glob("*.jpg"))[0])
     assert sum(prediction.lesion_type.values()) == pytest.approx(1.0, abs=1e-4)
-    assert os.fspath(image)  # the image stays where it is; nothing is copied
+    assert list(prediction.lesion_type) == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    demo = build_app(Settings(examples_dir=tmp_path / "none"), models=models)
+    (listing,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "models"]
+    assert "bundled models/malignancy" in listing.value and "bundled models/lesion_type" in listing.value
