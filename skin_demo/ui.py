@@ -294,26 +294,63 @@ class _Service:
 
 
 class _UploadSet(set):
-    """Gradio's set of uploaded paths, also counting how many uploads are waiting to be analysed per path.
+    """Gradio's set of uploaded paths, which also tracks, per path, the uploads still waiting to be analysed.
 
-    Gradio stores an upload at <temp>/<sha256 of the bytes>/<file name>, so two visitors who send the same file
-    share one path: deleting it after the first analysis broke the second ("could not read image"; seen under
-    load with 16 clients). The file is deleted when its last upload has been analysed.
+    Gradio stores an upload at <temp>/<sha256 of the bytes>/<file name>, so visitors who send the same file share
+    one path, and deleting it after the first analysis broke the others ("could not read image"; 146 of 320 valid
+    requests with 16 concurrent clients). Now the file goes when its last upload has been analysed. Gradio moves a
+    file into place a moment BEFORE it registers it here, so `release` also checks that the file on disk is the
+    one registered last (its inode), not a newer identical upload that is about to be registered.
     """
 
     def __init__(self, paths=()) -> None:
         super().__init__(paths)
         self.lock = threading.Lock()
         self.pending: Counter[str] = Counter(self)
+        self.inode: dict[str, int] = {}
 
     def update(self, *groups) -> None:  # what Gradio's /upload route calls for each upload
         with self.lock:
             for group in groups:
                 for path in group:
                     if path not in self:
-                        self.pending[path] = 0  # a stale count of a file Gradio's sweep deleted
+                        self.pending[path] = 0  # drop a stale count of a file Gradio's own sweep deleted
                     self.pending[path] += 1
+                    self.inode[path] = _inode(path)
                     super().add(path)
+
+    def release(self, path: str) -> None:
+        """One upload of `path` has been analysed: delete the file if no other upload of it is pending."""
+        with self.lock:
+            if path not in self:
+                return
+            self.pending[path] -= 1
+            if self.pending[path] > 0:
+                return
+            del self.pending[path]
+            self.discard(path)
+            registered = self.inode.pop(path, None)
+            # Take the file away atomically, then look at what was taken: the file registered last, or a newer
+            # identical upload that Gradio has moved into place but not registered yet. The folder stays:
+            # removing it races with Gradio creating it for an identical upload (HTTP 500 on /upload).
+            taken = f"{path}.{threading.get_ident()}.deleting"
+            try:
+                os.rename(path, taken)
+            except OSError:
+                return  # already gone
+            if registered is not None and _inode(taken) != registered:
+                try:
+                    os.link(taken, path)  # the newer upload's request needs it (unless yet another copy is there)
+                except OSError:
+                    pass
+            Path(taken).unlink(missing_ok=True)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _count_uploads(demo: gr.Blocks) -> None:
@@ -323,32 +360,15 @@ def _count_uploads(demo: gr.Blocks) -> None:
 
 
 def _discard_upload(path: str, request: gr.Request) -> None:
-    """Delete an uploaded file (and its folder, if now empty) once analysed: uploads are not kept.
+    """Delete an uploaded file once analysed: uploads are not kept.
 
     Only files that arrived through Gradio's upload route are touched, never example images; a file that several
     uploads share is deleted after the last of them (see _UploadSet).
     """
     blocks = request.app.get_blocks() if getattr(request, "app", None) is not None else None
     uploaded = getattr(blocks, "upload_file_set", None)
-    if uploaded is None or path not in uploaded:
-        return
-    lock = getattr(uploaded, "lock", None) or threading.Lock()
-    # The /upload route counts under the same lock. (It moves the file into place just before counting it,
-    # a gap of microseconds in which an identical upload could still lose its file.)
-    with lock:
-        pending = getattr(uploaded, "pending", None)
-        if pending is not None:
-            pending[path] -= 1
-            if pending[path] > 0:
-                return
-            del pending[path]
-        uploaded.discard(path)
-        file = Path(path)
-        try:
-            file.unlink(missing_ok=True)
-            file.parent.rmdir()  # the per-upload folder Gradio made; fails harmlessly if anything else is in it
-        except OSError:
-            pass
+    if isinstance(uploaded, _UploadSet):
+        uploaded.release(path)
 
 
 def _image_source(payload: dict[str, Any] | None) -> str | bytes | None:
