@@ -35,10 +35,13 @@ def sweep(strategies: list[str], fit_argv: list[str]) -> dict:
     out = Path(base.out)
     results = {}
     for strategy in strategies:
-        args = parser.parse_args(["fit", *fit_argv, "--imbalance", strategy, "--out", str(out / strategy),
-                                  "--no-export"])
-        loop.fit(args)
-        history = json.loads((out / strategy / "history.json").read_text())
+        history_path = out / strategy / "history.json"
+        finished = history_path.is_file() and json.loads(history_path.read_text())["epoch"] >= base.epochs
+        if not finished:  # a finished run is reused; an interrupted one resumes from its last epoch
+            args = parser.parse_args(["fit", *fit_argv, "--imbalance", strategy, "--out", str(out / strategy),
+                                      "--no-export", "--resume"])
+            loop.fit(args)
+        history = json.loads(history_path.read_text())
         results[strategy] = {task: best["metric"] for task, best in history["best"].items()}
     ranked = sorted(results, key=lambda s: results[s].get("lesion_type", 0.0), reverse=True)
     summary = {"selection": "best validation balanced accuracy (lesion_type)", "winner": ranked[0],
