@@ -9,6 +9,7 @@ get some images right and some wrong, which is what a metrics test wants.
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,18 @@ _BASE_COLOURS = {
 }
 
 
-def make_fake_ham10000(root: Path, per_class: int = 6, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+def make_fake_ham10000(
+    root: Path, per_class: int = 6, size: tuple[int, int] = (64, 48), seed: int = 0, two_folders: bool = False
+) -> Path:
     """Write `per_class` images of every lesion code under `root` in the HAM10000 layout; returns `root`.
 
     Image ids are ISIC_00000NN; every second image shares a lesion id with the one before (as in HAM10000).
+    `two_folders` spreads the images over `HAM10000_images_part_1/2`, as in the original release.
     """
     root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
+    folders = ("HAM10000_images_part_1", "HAM10000_images_part_2") if two_folders else ("images",)
+    for folder in folders:
+        (root / folder).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
     number = 0
@@ -45,7 +51,8 @@ def make_fake_ham10000(root: Path, per_class: int = 6, size: tuple[int, int] = (
             base = np.array(_BASE_COLOURS[code], dtype=np.float64)
             noise = rng.normal(0.0, 60.0, size=(size[1], size[0], 3)) + rng.normal(0.0, 50.0, size=3)
             pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels, "RGB").save(root / "images" / f"{image_id}.jpg", quality=90)
+            folder = folders[number % len(folders)]
+            Image.fromarray(pixels, "RGB").save(root / folder / f"{image_id}.jpg", quality=90)
             rows.append([lesion_id, image_id, code, "histo", "50.0", "male", "back"])
             number += 1
     with (root / "HAM10000_metadata.csv").open("w", newline="") as handle:
@@ -53,6 +60,24 @@ def make_fake_ham10000(root: Path, per_class: int = 6, size: tuple[int, int] = (
         writer.writerow(["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"])
         writer.writerows(rows)
     return root
+
+
+def copy_real_ham10000(root: Path, real_ham: Path, per_class: int) -> Path:
+    """A HAM10000-layout folder with the first `per_class` real images of every class copied from `real_ham`."""
+    with (Path(real_ham) / "HAM10000_metadata.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    chosen = [row for code in LESION_CODES for row in [r for r in rows if r["dx"] == code][:per_class]]
+    images = Path(root) / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for row in chosen:
+        name = f"{row['image_id']}.jpg"
+        shutil.copyfile(Path(real_ham) / "images" / name, images / name)
+    with (Path(root) / "HAM10000_metadata.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(chosen)
+    return Path(root)
 
 
 def write_fake_split(ham_root: Path, path: Path) -> Path:

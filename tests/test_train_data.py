@@ -14,7 +14,7 @@ from skin_demo.train.data import (
     read_malignant_vs_benign,
 )
 from skin_demo.train.dataset import decode_all
-from tests.train_data_fixtures import make_small_ham
+from tests.fake_ham import make_fake_ham10000
 
 
 def _jpeg(path, colour=(120, 80, 60)):
@@ -23,7 +23,7 @@ def _jpeg(path, colour=(120, 80, 60)):
 
 
 def test_ham_reader_finds_images_in_several_folders(tmp_path):
-    root = make_small_ham(tmp_path / "ham", per_class=2, real_ham=None)
+    root = make_fake_ham10000(tmp_path / "ham", per_class=2, two_folders=True)
     samples = read_ham10000(root)
     assert len(samples) == 14
     assert {s.path.parent.name for s in samples} == {"HAM10000_images_part_1", "HAM10000_images_part_2"}
@@ -32,7 +32,7 @@ def test_ham_reader_finds_images_in_several_folders(tmp_path):
 
 
 def test_ham_reader_reports_missing_images_by_id(tmp_path):
-    root = make_small_ham(tmp_path / "ham", per_class=2, real_ham=None)
+    root = make_fake_ham10000(tmp_path / "ham", per_class=2)
     victim = next(root.rglob("*.jpg"))
     victim.unlink()
     with pytest.raises(DataError, match=victim.stem):
@@ -40,7 +40,7 @@ def test_ham_reader_reports_missing_images_by_id(tmp_path):
 
 
 def test_unreadable_images_are_reported_by_id(tmp_path):
-    root = make_small_ham(tmp_path / "ham", per_class=1, real_ham=None)
+    root = make_fake_ham10000(tmp_path / "ham", per_class=1)
     victim = next(root.rglob("*.jpg"))
     victim.write_bytes(b"not a jpeg at all")
     with pytest.raises(DataError, match=victim.stem):

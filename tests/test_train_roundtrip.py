@@ -18,13 +18,15 @@ from skin_demo.train.cli import main
 from skin_demo.train.data import read_ham10000
 from skin_demo.train.split import grouped_stratified_split, write_split_csv
 from tests.conftest import HAM10000_DIR
-from tests.train_data_fixtures import make_small_ham
+from tests.fake_ham import copy_real_ham10000, make_fake_ham10000
 
 
 @pytest.fixture
 def small_ham(tmp_path) -> tuple[Path, Path]:
-    real = HAM10000_DIR if (HAM10000_DIR / "HAM10000_metadata.csv").is_file() else None
-    root = make_small_ham(tmp_path / "ham", per_class=6, real_ham=real)
+    if (HAM10000_DIR / "HAM10000_metadata.csv").is_file():
+        root = copy_real_ham10000(tmp_path / "ham", HAM10000_DIR, per_class=6)
+    else:
+        root = make_fake_ham10000(tmp_path / "ham", per_class=6, size=(200, 150))
     samples = read_ham10000(root)
     split = tmp_path / "split.csv"
     # Synthetic lesions are one image each, so a 50/25/25 split keeps every class in val and test.
