@@ -1,8 +1,11 @@
 """The launched app under load: 16 concurrent visitors x 30 requests, valid and invalid uploads mixed.
 
-Every valid image gets the right answer, every invalid one a clean error, nothing hangs, nothing a visitor sent
-stays on the server, and the app still answers afterwards. Tiny model packages keep it fast; what is tested is
-the serving path around the models (Gradio's queue and uploads, our decode, error handling, clean-up).
+Three quarters of the requests go through the /predict API (gradio_client), a quarter through the page's upload
+event as a browser sends it (so the charts are drawn concurrently too), and two visitors also push a file over the
+upload limit past the client-side check. Every valid image gets the right answer, every invalid one a clean error,
+nothing hangs, nothing a visitor sent stays on the server, and the app still answers afterwards. Tiny model
+packages keep it fast; what is tested is the serving path around the models (Gradio's queue and uploads, our
+decode, error handling, chart drawing, clean-up).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from benchmarks.bench_app import PageVisitor
 from skin_demo.imaging import MAX_FILE_BYTES
 from skin_demo.predictor import Predictor
 from skin_demo.settings import Settings
@@ -127,6 +132,25 @@ def check(upload: Upload, outcome: dict | Exception) -> str | None:
     return None
 
 
+def page_outcome(outputs: dict) -> dict | Exception:
+    """The page's outputs as the API's shape: its result JSON, or the message it shows as an Exception."""
+    status = outputs["status"]
+    if not status.startswith("Analysed in"):
+        return RuntimeError(status)
+    for chart in ("malignancy-chart", "lesion-type-chart"):
+        assert outputs[chart].startswith('<figure><img src="data:image/svg+xml;base64,'), outputs[chart][:80]
+    return outputs["result-json"]
+
+
+def oversize_upload(url: str, path: Path) -> dict | Exception:
+    """A file over the limit sent straight to Gradio's upload route (gradio_client refuses it before sending)."""
+    with path.open("rb") as f:
+        response = httpx.post(url.rstrip("/") + "/gradio_api/upload", files={"files": (path.name, f)}, timeout=60)
+    if response.status_code == 413:
+        return RuntimeError(f"refused with HTTP 413: {response.text[:100]}")
+    return {"unexpected": f"HTTP {response.status_code}: {response.text[:100]}"}
+
+
 def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
     url, demo, temp_dir = served
     models = demo.skin_demo_models
@@ -134,27 +158,34 @@ def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
     oversize = tmp_path / "uploads" / "huge.jpg"
     with oversize.open("wb") as f:
         f.truncate(MAX_FILE_BYTES + 1024)
-    clients = [client(url) for _ in range(CLIENTS)]
     problems: list[str] = []
-    counts = {"valid": 0, "invalid": 0}
+    counts = {"valid": 0, "invalid": 0, "page": 0}
     lock = threading.Lock()
 
     def visitor(index: int) -> None:
+        api, page = client(url), PageVisitor(url)
         uploads = plan(index, valid, invalid)
-        if index < 2:  # two visitors also try a file over the upload limit (Gradio refuses it at upload)
-            uploads[5] = Upload("oversize", oversize, error="")
-        for upload in uploads:
+        if index < 2:
+            uploads[5] = Upload("oversize", oversize, error="413")
+        for i, upload in enumerate(uploads):
+            by_page = (i + index) % 4 == 0
             try:
-                outcome = clients[index].submit(handle_file(str(upload.path)), api_name="/predict").result(
-                    timeout=REQUEST_TIMEOUT_S
-                )
-            except Exception as exc:  # the client raises the app's gr.Error (or Gradio's refusal) as an exception
+                if upload.name == "oversize":
+                    outcome = oversize_upload(url, upload.path)
+                elif by_page:
+                    outcome = page_outcome(page.analyse(upload.path))
+                else:
+                    outcome = api.submit(handle_file(str(upload.path)), api_name="/predict").result(
+                        timeout=REQUEST_TIMEOUT_S
+                    )
+            except Exception as exc:  # the client raises the app's gr.Error as an exception
                 outcome = exc
             problem = check(upload, outcome)
             with lock:
                 counts["valid" if upload.expected else "invalid"] += 1
+                counts["page"] += by_page
                 if problem:
-                    problems.append(problem)
+                    problems.append(f"{'page' if by_page else 'api'}: {problem}")
 
     start = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -166,7 +197,7 @@ def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
     elapsed = time.perf_counter() - start
 
     assert counts["valid"] + counts["invalid"] == CLIENTS * REQUESTS_PER_CLIENT
-    assert counts["valid"] >= 300 and counts["invalid"] >= 150
+    assert counts["valid"] >= 300 and counts["invalid"] >= 150 and counts["page"] >= 100
     assert problems == [], f"{len(problems)} wrong answers, e.g. {problems[:5]}"
     print(f"\n{CLIENTS * REQUESTS_PER_CLIENT} requests from {CLIENTS} clients in {elapsed:.1f} s")
 
