@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_machine(info))
     busy = busy_processes()
     if busy:
-        print("WARNING: other processes are using the CPU; these figures include that contention:\n  " + "\n  ".join(busy))
+        print("WARNING: other processes are using the CPU; these figures include that contention:")
+        print("\n".join(f"  {line}" for line in busy))
     with tempfile.TemporaryDirectory(prefix="bench_app_") as tmp:
         tmp_path = Path(tmp)
         images, where = benchmark_images(args.images, tmp_path, args.data, args.split)
@@ -226,7 +227,8 @@ def run(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str, An
         first = time.perf_counter() - server.started
         starts.append({"page_served_s": round(ready, 3), "first_prediction_s": round(first, 3),
                        "rss_after_first_mb": round(server.rss() / 2**20, 1)})  # fmt: skip
-        print(f"  start {i + 1}: page served after {ready:.2f} s, first prediction after {first:.2f} s", file=sys.stderr)
+        print(f"  start {i + 1}: page served after {ready:.2f} s, first prediction after {first:.2f} s",
+              file=sys.stderr)
     assert server is not None
     out["cold_start"] = {"runs": starts, "median_first_prediction_s": median([s["first_prediction_s"] for s in starts]),
                          "median_page_served_s": median([s["page_served_s"] for s in starts])}  # fmt: skip
@@ -337,7 +339,8 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
         c, s = r["client_ms"] or {}, r["server_total_ms"] or {}
         rows.append([n, r["requests"], r["errors"], c.get("p50", "-"), c.get("p95", "-"), s.get("p50", "-"),
                      s.get("p95", "-"), r["requests_per_s"]])  # fmt: skip
-    print(table(["clients", "requests", "errors", "client p50", "client p95", "server p50", "server p95", "req/s"], rows))
+    headers = ["clients", "requests", "errors", "client p50", "client p95", "server p50", "server p95", "req/s"]
+    print(table(headers, rows))
     for n, r in out["api"].items():
         for example in r["error_examples"]:
             print(f"  error at {n} clients: {example}")

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_machine(info))
     busy = busy_processes()
     if busy:
-        print("WARNING: other processes are using the CPU; these figures include that contention:\n  " + "\n  ".join(busy))
+        print("WARNING: other processes are using the CPU; these figures include that contention:")
+        print("\n".join(f"  {line}" for line in busy))
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp_path = Path(tmp)
         images, where = benchmark_images(args.images, tmp_path, args.data, args.split)
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="folder with malignancy/ and lesion_type/")
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR,
+                        help="folder with malignancy/ and lesion_type/ (default: the bundled models)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HAM10000 folder (images and calibration)")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split CSV: test images are benchmarked")
     parser.add_argument("--images", type=int, default=32, help="distinct images (default 32)")
@@ -124,11 +126,9 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
     packs = {t: load_packs(args.models_dir, t) for t in args.threads}
     first = packs[args.threads[0]]
     configs = {task: p.config for task, p in zip(TASKS, first, strict=True)}
-    print(
-        "Packages: "
-        + "; ".join(f"{c.task}: {c.architecture}, {len(c.labels)} labels, {c.preprocess.size[0]} px, "
-                    f"{(args.models_dir / c.task / 'model.onnx').stat().st_size / 1e6:.1f} MB" for c in configs.values())
-    )  # fmt: skip
+    sizes = {task: (args.models_dir / task / "model.onnx").stat().st_size / 1e6 for task in configs}
+    print("Packages: " + "; ".join(f"{c.task}: {c.architecture}, {len(c.labels)} labels, {c.preprocess.size[0]} px, "
+                                   f"{sizes[c.task]:.1f} MB" for c in configs.values()))  # fmt: skip
     int8_dir, int8_note = (None, "skipped (--no-int8)") if args.no_int8 else int8_packages(args, tmp)
     print(f"int8: {int8_note}")
     int8 = {t: load_packs(int8_dir, t) for t in args.threads} if int8_dir else None
@@ -142,10 +142,11 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
                            "int8": int8_note, "per_request": {}, "models_only": {}}  # fmt: skip
     if int8 is not None:
         out["int8_agreement"] = agreement(first, int8[args.threads[0]], images)
+        same = out["int8_agreement"]
         print(
-            f"int8 vs fp32 on these {len(images)} images: same top label for {out['int8_agreement']['same_top_label']:.0%} "
-            f"(lesion type) / {out['int8_agreement']['same_malignancy_call']:.0%} (malignancy at 0.5); largest "
-            f"probability change {out['int8_agreement']['max_abs_probability_change']:.3f}"
+            f"int8 vs fp32 on these {len(images)} images: same top label for {same['same_top_label']:.0%} "
+            f"(lesion type) / {same['same_malignancy_call']:.0%} (malignancy at 0.5); largest "
+            f"probability change {same['max_abs_probability_change']:.3f}"
         )
 
     per_request_rows, model_rows = [], []
@@ -159,8 +160,8 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
         for c in contenders:
             stats = per_request(c, images, args.repeats, args.warmup)
             out["per_request"].setdefault(c.name, {})[threads] = {k: v.as_dict() for k, v in stats.items()}
-            per_request_rows.append([c.name, threads, stats["preprocess"].p50, stats["preprocess"].p95,
-                                     stats["models"].p50, stats["models"].p95, stats["total"].p50, stats["total"].p95])  # fmt: skip
+            steps = (stats["preprocess"], stats["models"], stats["total"])
+            per_request_rows.append([c.name, threads, *(v for step in steps for v in (step.p50, step.p95))])
             for batch in args.batches:
                 stats_b = models_only(c, prepared[c.name], batch, args.repeats, args.warmup)
                 out["models_only"].setdefault(c.name, {}).setdefault(threads, {})[batch] = stats_b
@@ -169,10 +170,11 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
             print(f"  measured {c.name} at {threads} thread(s)", file=sys.stderr, flush=True)
 
     if args.phone_images:
-        out["preprocess_by_upload"] = preprocess_by_upload(contenders, images, phone_photos(images, args.phone_images, tmp),
-                                                           args.repeats, args.warmup)
+        phones = phone_photos(images, args.phone_images, tmp)
+        out["preprocess_by_upload"] = preprocess_by_upload(contenders, images, phones, args.repeats, args.warmup)
     print("\n## Per request (batch 1, from the JPEG file), ms")
-    print(table(["contender", "threads", "preprocess p50", "p95", "models p50", "p95", "total p50", "p95"], per_request_rows))
+    headers = ["contender", "threads", "preprocess p50", "p95", "models p50", "p95", "total p50", "p95"]
+    print(table(headers, per_request_rows))
     print("\n## Models alone, per image, ms; throughput in images/s (one stream)")
     print(table(["contender", "threads", "batch", "per image p50", "p95", "images/s"], model_rows))
     if "preprocess_by_upload" in out:
@@ -187,7 +189,8 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
 
 
 def load_packs(models_dir: Path, threads: int) -> tuple[ModelPack, ModelPack]:
-    return tuple(ModelPack.load(Path(models_dir) / task, threads=threads) for task in TASKS)  # type: ignore[return-value]
+    malignancy, lesion_type = (ModelPack.load(Path(models_dir) / task, threads=threads) for task in TASKS)
+    return malignancy, lesion_type
 
 
 def int8_packages(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
@@ -377,8 +380,9 @@ def preprocess_by_upload(contenders: list[Contender], images: list[Path], phones
     """Each contender's preprocessing (decode included) for the benchmark images and for phone-sized photos."""
     rows, values = [], {}
     size = Image.open(images[0]).size
+    megabytes = np.mean([p.stat().st_size for p in phones]) / 1e6
     sets = [(f"{size[0]}x{size[1]} (benchmark images)", images),
-            (f"{PHONE_SIZE[0]}x{PHONE_SIZE[1]} phone photo, {np.mean([p.stat().st_size for p in phones]) / 1e6:.1f} MB", phones)]
+            (f"{PHONE_SIZE[0]}x{PHONE_SIZE[1]} phone photo, {megabytes:.1f} MB", phones)]
     seen = set()
     for c in contenders:
         if c.prepare in seen:  # the int8 and fp32 packages share one preprocessing
@@ -449,7 +453,8 @@ def headline(out: dict[str, Any], args: argparse.Namespace) -> list[str]:
         key = f"{app_threads} | request total (batch 1) | {name}"
         if key in values:
             ok = values[key] >= target if target > 1 else values[key] > target
-            lines.append(f"vs {name}: {values[key]:.2f}x faster per request (target {'> 1' if target == 1 else '>= 5'}x: "
+            wanted = "> 1" if target == 1 else ">= 5"
+            lines.append(f"vs {name}: {values[key]:.2f}x faster per request (target {wanted}x: "
                          f"{'met' if ok else 'MISSED'})")  # fmt: skip
     if OURS_INT8 in out["per_request"]:
         q = out["per_request"][OURS_INT8][app_threads]

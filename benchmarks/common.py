@@ -136,7 +136,9 @@ def generated_images(n: int, folder: Path, *, size: tuple[int, int] = (600, 450)
     return paths
 
 
-def benchmark_images(n: int, tmp: Path, data: Path = DEFAULT_DATA, split: Path = DEFAULT_SPLIT) -> tuple[list[Path], str]:
+def benchmark_images(
+    n: int, tmp: Path, data: Path = DEFAULT_DATA, split: Path = DEFAULT_SPLIT
+) -> tuple[list[Path], str]:
     """Real test-split images when the dataset is there, else generated ones; and a line saying which."""
     paths = held_out_images(n, data, split)
     if len(paths) == n:

@@ -137,7 +137,9 @@ def test_app_process_serves_on_bundled_models_and_shows_why_when_the_hub_is_down
     url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
     log = tmp_path / "app.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         config = None

@@ -76,7 +76,8 @@ def make_uploads(folder: Path, predictor: Predictor) -> tuple[list[Upload], list
     valid = []
     for path in valid_paths:
         prediction = predictor.predict(path)
-        valid.append(Upload(path.name, path, {"lesion_type": prediction.lesion_type, "malignancy": prediction.malignancy}))
+        expected = {"lesion_type": prediction.lesion_type, "malignancy": prediction.malignancy}
+        valid.append(Upload(path.name, path, expected))
     long_strip = files.save(Image.new("RGB", (40, 4000), (200, 120, 100)), folder / "strip.png", format="PNG")
     invalid = [
         Upload("empty", files.empty_file(folder / "empty.jpg"), error="empty"),
