@@ -309,6 +309,11 @@ class _UploadSet(set):
         self.pending: Counter[str] = Counter(self)
         self.inode: dict[str, int] = {}
 
+    def __iter__(self):
+        # A snapshot: Gradio's cache sweep iterates this set in a worker thread while uploads and analyses change it.
+        with self.lock:
+            return iter(list(set.__iter__(self)))
+
     def update(self, *groups) -> None:  # what Gradio's /upload route calls for each upload
         with self.lock:
             for group in groups:
