@@ -443,7 +443,9 @@ def _models_markdown(models: LoadedModels) -> str:
         info = pack.describe()
         metrics = info["metrics"]
         shown = ", ".join(
-            f"{name.replace('_', ' ')} {value:.3f}" for name, value in metrics.items() if isinstance(value, (int, float))
+            f"{name.replace('_', ' ')} {value if isinstance(value, int) else f'{value:.3f}'}"
+            for name, value in metrics.items()
+            if isinstance(value, (int, float))
         )
         split = metrics.get("split")
         parts.append(
