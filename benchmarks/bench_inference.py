@@ -145,7 +145,8 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
         same = out["int8_agreement"]
         print(
             f"int8 vs fp32 on these {len(images)} images: same top label for {same['same_top_label']:.0%} "
-            f"(lesion type) / {same['same_malignancy_call']:.0%} (malignancy at 0.5); largest "
+            f"(lesion type) / {same['same_malignancy_call']:.0%} (malignancy call at the package's threshold "
+            f"{same['malignancy_threshold']:.2f}); largest "
             f"probability change {same['max_abs_probability_change']:.3f}"
         )
 
@@ -399,17 +400,19 @@ def preprocess_by_upload(contenders: list[Contender], images: list[Path], phones
 def agreement(fp32, int8, images: list[Path]) -> dict[str, float]:
     """How far the int8 packages' answers are from fp32's on the benchmark images."""
     a, b = Predictor(*fp32), Predictor(*int8)
+    threshold = fp32[0].config.decision_threshold or 0.5  # the malignancy package's own decision threshold
     same_top, same_call, largest = [], [], 0.0
     for path in images:
         pa, pb = a.predict(path), b.predict(path)
         same_top.append(pa.lesion_type_top[0].label == pb.lesion_type_top[0].label)
-        same_call.append((pa.malignancy_probability >= 0.5) == (pb.malignancy_probability >= 0.5))
+        same_call.append((pa.malignancy_probability >= threshold) == (pb.malignancy_probability >= threshold))
         diffs = [abs(pa.lesion_type[k] - pb.lesion_type[k]) for k in pa.lesion_type]
         diffs += [abs(pa.malignancy[k] - pb.malignancy[k]) for k in pa.malignancy]
         largest = max(largest, *diffs)
     return {
         "same_top_label": float(np.mean(same_top)),
         "same_malignancy_call": float(np.mean(same_call)),
+        "malignancy_threshold": round(threshold, 4),
         "max_abs_probability_change": round(largest, 4),
     }
 
