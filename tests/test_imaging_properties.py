@@ -16,6 +16,9 @@ from PIL import Image
 from skin_demo.config import PreprocessConfig
 from skin_demo.imaging import MAX_ASPECT_RATIO, MIN_SIDE, ImageError, load_image, preprocess
 
+# Pillow warns about the broken metadata of some damaged files before load_image refuses them; expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+
 MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F")
 FORMATS = ("object", "PNG", "TIFF", "JPEG", "BMP", "GIF", "WEBP", "PPM")
 # Real preprocessing configs: the bundled models' kind (timm tf_efficientnet_lite0 at 128 px), ImageNet-style
