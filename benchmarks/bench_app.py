@@ -40,11 +40,8 @@ from benchmarks.common import (
     DEFAULT_SPLIT,
     REPO_ROOT,
     Stats,
-    benchmark_images,
-    busy_processes,
-    describe_machine,
-    machine,
     median,
+    start_report,
     table,
     write_json,
 )
@@ -56,17 +53,9 @@ TARGETS = {"cold_start_s": 5.0, "server_side_p50_ms": 80.0, "rss_mb": 500.0}
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    info = machine()
-    print(describe_machine(info))
-    busy = busy_processes()
-    if busy:
-        print("WARNING: other processes are using the CPU; these figures include that contention:")
-        print("\n".join(f"  {line}" for line in busy))
     with tempfile.TemporaryDirectory(prefix="bench_app_") as tmp:
         tmp_path = Path(tmp)
-        images, where = benchmark_images(args.images, tmp_path, args.data, args.split)
-        print(f"Images: {where}")
-        report: dict[str, Any] = {"machine": info, "images": where, "busy_processes": busy, "args": vars(args)}
+        images, report = start_report(args, tmp_path)
         report.update(run(args, images, tmp_path))
     write_json(args.json, report)
     return 0 if report["errors_total"] == 0 else 1

@@ -46,10 +46,7 @@ from benchmarks.common import (
     DEFAULT_SPLIT,
     REPO_ROOT,
     Stats,
-    benchmark_images,
-    busy_processes,
-    describe_machine,
-    machine,
+    start_report,
     table,
     time_calls,
     write_json,
@@ -82,17 +79,9 @@ class Contender:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    info = machine()
-    print(describe_machine(info))
-    busy = busy_processes()
-    if busy:
-        print("WARNING: other processes are using the CPU; these figures include that contention:")
-        print("\n".join(f"  {line}" for line in busy))
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp_path = Path(tmp)
-        images, where = benchmark_images(args.images, tmp_path, args.data, args.split)
-        print(f"Images: {where}")
-        report: dict[str, Any] = {"machine": info, "images": where, "busy_processes": busy, "args": vars(args)}
+        images, report = start_report(args, tmp_path)
         report.update(run_all(args, images, tmp_path))
     write_json(args.json, report)
     return 0

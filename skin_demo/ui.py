@@ -449,7 +449,8 @@ def _models_markdown(models: LoadedModels) -> str:
         )
         split = metrics.get("split")
         parts.append(
-            f"- **{info['task'].replace('_', '-')}**: `{info['source']}` ({info['architecture'] or 'unknown architecture'})"
+            f"- **{info['task'].replace('_', '-')}**: `{info['source']}` "
+            f"({info['architecture'] or 'unknown architecture'})"
             + (f"; test metrics: {shown}" if shown else "; no test metrics reported")
             + (f" on `{split}`" if split else "")
         )

@@ -15,7 +15,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from tests.hub_fixtures import hub  # noqa: F401
 
 REPO = "skin-demo/lesion-type"
 ONNX_BYTES = bytes(range(256)) * 1024  # binary (NUL bytes) and *.onnx: goes through LFS

@@ -14,7 +14,6 @@ from skin_demo.train.data import read_ham10000, read_split
 from skin_demo.train.evaluate import evaluate_package, record_evaluation, select_samples
 from skin_demo.train.publish import PublishError, publish_package
 from tests.fake_ham import make_fake_ham10000, write_fake_split
-from tests.hub_fixtures import hub  # noqa: F401
 from tests.tiny_packages import make_package
 
 TOKEN = "hf_test_token"

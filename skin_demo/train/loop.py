@@ -102,7 +102,9 @@ def fit(args: argparse.Namespace) -> dict[str, Path]:
     net.freeze_early_blocks(args.freeze_blocks)
     net = net.to(device, memory_format=torch.channels_last)
     losses = {
-        t: imbalance.make_loss(args.imbalance, train_set.labels[:, i], len(task_labels(t)), args.balance_power).to(device)
+        t: imbalance.make_loss(
+            args.imbalance, train_set.labels[:, i], len(task_labels(t)), args.balance_power
+        ).to(device)
         for i, t in enumerate(tasks)
     }
     loader = _train_loader(args, train_set, train_samples)
