@@ -7,6 +7,7 @@ this app's launch defaults (upload size limit, queue, no SSR) unless the caller 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import logging
 import os
@@ -233,7 +234,7 @@ class _Service:
         def select(evt: gr.SelectData) -> list[Any]:
             example = examples[evt.index]
             try:
-                prediction = self.predictor.predict(example.path)
+                prediction = self._predict(str(example.path), None)
             except ImageError as exc:
                 return [None, *self._message(f"**Cannot analyse this example:** {html.escape(str(exc))}")]
             outputs = self._outputs(prediction)
@@ -264,7 +265,7 @@ class _Service:
         rendered = charts.render(prediction)
         timings = dict(prediction.timings_ms, charts=rendered.ms)
         timings["total"] = prediction.timings_ms["total"] + rendered.ms
-        prediction = Prediction(**{**prediction.__dict__, "timings_ms": timings})
+        prediction = dataclasses.replace(prediction, timings_ms=timings)
         mal_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.malignancy_slices(prediction))
         type_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.lesion_type_slices(prediction))
         status = (

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from skin_demo.config import PackageConfig, PreprocessConfig
-from skin_demo.imaging import preprocess
+from skin_demo.imaging import load_image, preprocess
 from skin_demo.taxonomy import MALIGNANT_CODES
 from skin_demo.train import imbalance
 from skin_demo.train.calibrate import fit_temperature
@@ -254,7 +254,7 @@ def _finish_task(args, net, task, pre, state, val_images, val_labels, val_sample
     package_dir = Path(args.out) / "packages" / task
     single = SingleTaskNet(net, task).cpu().eval()
     export_package(single, config, package_dir)
-    sample_batch = np.stack([preprocess(Image.fromarray(np.asarray(_load(s))), pre) for s in val_samples[:32]])
+    sample_batch = np.stack([preprocess(load_image(s.path), pre) for s in val_samples[:32]])
     parity = max_logit_difference(single, package_dir, sample_batch)
     provenance = {**config.provenance, "onnx_parity_max_abs_logit_diff": float(f"{parity:.3g}")}
     write_package_config(package_dir, PackageConfig(**{**config.__dict__, "provenance": provenance}))
@@ -264,12 +264,6 @@ def _finish_task(args, net, task, pre, state, val_images, val_labels, val_sample
         raise RuntimeError(f"{task}: ONNX Runtime differs from torch by {parity:.2e} in a logit (limit 1e-3)")
     net.to(device)
     return package_dir
-
-
-def _load(sample: Sample):
-    from skin_demo.imaging import load_image
-
-    return load_image(sample.path)
 
 
 def _provenance(args, task, state, best_epoch) -> dict:
