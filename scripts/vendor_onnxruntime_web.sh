@@ -24,7 +24,7 @@ mkdir -p "$out"
 cp "$dist/ort.wasm.min.mjs" "$dist/ort-wasm-simd-threaded.mjs" "$out/"
 # The npm package ships no LICENSE file; record its declared licence and origin next to the files.
 node -p "const p = require('./node_modules/onnxruntime-web/package.json');
-  p.name + ' ' + p.version + ', ' + p.license + ' licence, (c) Microsoft Corporation; ' + p.homepage" > "$out/LICENSE"
+  p.name + ' ' + p.version + ', ' + p.license + ' licence, (c) Microsoft Corporation; https://www.npmjs.com/package/' + p.name" > "$out/LICENSE"
 gzip -9 -n -c "$dist/ort-wasm-simd-threaded.wasm" > "$out/ort-wasm-simd-threaded.wasm.gz"
 
 (
