@@ -1,20 +1,37 @@
-"""The model-package config: the one description of labels and preprocessing that travels with the weights.
+"""The model-package contract in one place: file and tensor names, the config that travels with the weights.
 
 Training builds a `PackageConfig` once from the trained model and writes it both to `config.json` and into
-`model.onnx` (metadata key `skin_demo.config`); serving reads it back. See DESIGN.md, "The model package".
+`model.onnx` (metadata key `skin_demo.config`); serving reads it back and refuses any value it could not use
+safely. See DESIGN.md, "The model package".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.json"
+README_FILE = "README.md"
+PACKAGE_FILES = (CONFIG_FILE, MODEL_FILE, README_FILE)  # README.md (the model card) is optional for serving
 ONNX_METADATA_KEY = "skin_demo.config"
+INPUT_NAME = "image"  # float32 [N, 3, H, W]
+OUTPUT_NAME = "logits"  # float32 [N, K], first output, in label order
+
 RESIZE_MODES = ("shorter_side_then_center_crop",)
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+# What serving accepts. Outside these a package is wrong or dangerous, not merely unusual: a crop_pct of 0.005
+# makes preprocess resize every image to 6400 px (seconds and gigabytes per request), a temperature of 1e-30
+# turns every answer into exactly 1.0 / 0.0.
+SIZE_RANGE = (32, 1024)  # px, each side of the model input
+CROP_PCT_RANGE = (0.5, 1.0)
+TEMPERATURE_RANGE = (0.05, 20.0)
+MEAN_RANGE = (0.0, 1.0)  # in units of the [0, 1] pixel scale preprocess works in
+STD_RANGE = (0.01, 1.0)
 
 
 class ConfigError(ValueError):
@@ -33,32 +50,39 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
-        if len(self.size) != 2 or min(self.size) < 8:
-            raise ConfigError(f"preprocess.size must be [height, width] of at least 8 px, got {self.size!r}")
+        low, high = SIZE_RANGE
+        if len(self.size) != 2 or not all(low <= side <= high for side in self.size):
+            raise ConfigError(f"preprocess.size must be [height, width], each {low}-{high} px, got {list(self.size)}")
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"preprocess.resize {self.resize!r} is not one of {RESIZE_MODES}")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"preprocess.interpolation {self.interpolation!r} is not one of {INTERPOLATIONS}")
-        if not 0.0 < self.crop_pct <= 1.0:
-            raise ConfigError(f"preprocess.crop_pct must be in (0, 1], got {self.crop_pct!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError("preprocess.mean and preprocess.std need 3 values each, std > 0")
+        _check_range("preprocess.crop_pct", self.crop_pct, CROP_PCT_RANGE)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("preprocess.mean and preprocess.std need 3 values each (R, G, B)")
+        for value in self.mean:
+            _check_range("preprocess.mean", value, MEAN_RANGE)
+        for value in self.std:
+            _check_range("preprocess.std", value, STD_RANGE)
+
+    @property
+    def resize_shorter_side(self) -> int:
+        """The length preprocess resizes an image's shorter side to before the centre crop: timm's
+        floor(size / crop_pct)."""
+        return math.floor(min(self.size) / self.crop_pct)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> PreprocessConfig:
-        try:
-            return cls(
-                size=tuple(int(v) for v in raw["size"]),
-                resize=str(raw.get("resize", "shorter_side_then_center_crop")),
-                crop_pct=float(raw.get("crop_pct", 1.0)),
-                interpolation=str(raw["interpolation"]),
-                mean=tuple(float(v) for v in raw["mean"]),
-                std=tuple(float(v) for v in raw["std"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"bad preprocess section: {exc!r}") from exc
+    def from_dict(cls, raw: Any) -> PreprocessConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError("preprocess must be a JSON object")
+        return cls(
+            size=tuple(_number_list(raw, "size", "preprocess.size", integer=True)),
+            resize=_string(raw, "resize", "preprocess.resize", default="shorter_side_then_center_crop"),
+            crop_pct=_number(raw, "crop_pct", "preprocess.crop_pct", default=1.0),
+            interpolation=_string(raw, "interpolation", "preprocess.interpolation"),
+            mean=tuple(_number_list(raw, "mean", "preprocess.mean")),
+            std=tuple(_number_list(raw, "std", "preprocess.std")),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,15 +106,20 @@ class PackageConfig:
     def __post_init__(self) -> None:
         if self.format_version != FORMAT_VERSION:
             raise ConfigError(f"unknown format_version {self.format_version!r} (this code reads {FORMAT_VERSION})")
+        if not self.task:
+            raise ConfigError("task is empty")
         if not self.labels:
             raise ConfigError("labels is empty")
+        if not all(self.labels):
+            raise ConfigError(f"labels contains an empty name: {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"labels are not unique: {list(self.labels)}")
         unknown = set(self.malignant_labels) - set(self.labels)
         if unknown:
             raise ConfigError(f"malignant_labels {sorted(unknown)} are not in labels")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
+        _check_range("temperature", self.temperature, TEMPERATURE_RANGE)
+        if self.decision_threshold is not None and not 0.0 < self.decision_threshold < 1.0:
+            raise ConfigError(f"decision_threshold must be strictly between 0 and 1, got {self.decision_threshold!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -99,42 +128,131 @@ class PackageConfig:
         return {"format_version": out.pop("format_version"), **out}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> PackageConfig:
+    def from_dict(cls, raw: Any) -> PackageConfig:
+        """Build and validate a config from parsed JSON. Raises ConfigError saying which field is wrong."""
         if not isinstance(raw, dict):
             raise ConfigError("config is not a JSON object")
-        if raw.get("format_version") != FORMAT_VERSION:
-            raise ConfigError(
-                f"unknown format_version {raw.get('format_version')!r} (this code reads {FORMAT_VERSION})"
-            )
-        try:
-            threshold = raw.get("decision_threshold")
-            return cls(
-                format_version=int(raw["format_version"]),
-                task=str(raw["task"]),
-                labels=tuple(str(v) for v in raw["labels"]),
-                malignant_labels=tuple(str(v) for v in raw.get("malignant_labels", ())),
-                preprocess=PreprocessConfig.from_dict(raw["preprocess"]),
-                architecture=str(raw.get("architecture", "")),
-                temperature=float(raw.get("temperature", 1.0)),
-                decision_threshold=None if threshold is None else float(threshold),
-                extra_outputs=tuple(str(v) for v in raw.get("extra_outputs", ())),
-                metrics=dict(raw.get("metrics", {})),
-                provenance=dict(raw.get("provenance", {})),
-            )
-        except KeyError as exc:
-            raise ConfigError(f"config has no {exc.args[0]!r} field") from exc
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"bad config value: {exc}") from exc
+        version = raw.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise ConfigError(f"unknown format_version {version!r} (this code reads {FORMAT_VERSION})")
+        _check_all_finite(raw)
+        if "preprocess" not in raw:
+            raise ConfigError("config has no 'preprocess' field")
+        threshold = raw.get("decision_threshold")
+        return cls(
+            format_version=version,
+            task=_string(raw, "task", "task"),
+            labels=tuple(_string_list(raw, "labels")),
+            malignant_labels=tuple(_string_list(raw, "malignant_labels", default=[])),
+            preprocess=PreprocessConfig.from_dict(raw["preprocess"]),
+            architecture=_string(raw, "architecture", "architecture", default=""),
+            temperature=_number(raw, "temperature", "temperature", default=1.0),
+            decision_threshold=None if threshold is None else _number(raw, "decision_threshold", "decision_threshold"),
+            extra_outputs=tuple(_string_list(raw, "extra_outputs", default=[])),
+            metrics=_object(raw, "metrics"),
+            provenance=_object(raw, "provenance"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> PackageConfig:
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config is not valid JSON: {exc}") from exc
-        return cls.from_dict(raw)
+        return cls.from_dict(parse_json(text))
+
+
+def parse_json(text: str) -> Any:
+    """json.loads, with every way a hostile document can fail turned into ConfigError: bad syntax, the tokens
+    NaN / Infinity (not JSON, though Python's parser takes them), and nesting deep enough to exhaust the stack."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError("not a usable JSON document (nested too deeply)") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ConfigError(f"not valid JSON ({name} is not a JSON number; every number in a package config must be finite)")
+
+
+def _check_all_finite(raw: Any) -> None:
+    """Refuse NaN and infinities anywhere (metrics and provenance too: the page shows them). Walks the document
+    with an explicit stack, so a deeply nested document cannot exhaust Python's."""
+    stack = [("", raw)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where or 'config'} is {value!r}; every number in a package config must be finite")
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+
+
+def _check_range(name: str, value: float, bounds: tuple[float, float]) -> None:
+    low, high = bounds
+    if not (isinstance(value, (int, float)) and low <= value <= high):  # also False for NaN
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+
+
+def _field(raw: dict[str, Any], key: str, default: Any) -> Any:
+    if key in raw:
+        return raw[key]
+    if default is _REQUIRED:
+        raise ConfigError(f"config has no {key!r} field")
+    return default
+
+
+_REQUIRED: Any = object()
+
+
+def _string(raw: dict[str, Any], key: str, name: str, default: Any = _REQUIRED) -> str:
+    value = _field(raw, key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {_type_name(value)}")
+    return value
+
+
+def _number(raw: dict[str, Any], key: str, name: str, default: Any = _REQUIRED) -> float:
+    value = _field(raw, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {_type_name(value)}")
+    return float(value)
+
+
+def _number_list(raw: dict[str, Any], key: str, name: str, *, integer: bool = False) -> list[Any]:
+    value = _field(raw, key, _REQUIRED)
+    kind = (int,) if integer else (int, float)
+    if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+        what = "whole numbers" if integer else "numbers"
+        raise ConfigError(f"{name} must be a list of {what}, got {_type_name(value)} {_excerpt(value)}")
+    return value if integer else [float(v) for v in value]
+
+
+def _string_list(raw: dict[str, Any], key: str, default: Any = _REQUIRED) -> list[str]:
+    value = _field(raw, key, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key} must be a list of strings, got {_type_name(value)} {_excerpt(value)}")
+    return value
+
+
+def _object(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a JSON object, got {_type_name(value)}")
+    return dict(value)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _excerpt(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str)
+    except RecursionError:
+        return "(nested too deeply)"
+    return text if len(text) <= 60 else text[:57] + "..."

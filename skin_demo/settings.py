@@ -39,15 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from skin_demo.examples import DEFAULT_EXAMPLES_DIR
-from skin_demo.modelpack import (
-    DEFAULT_HUB_DEADLINE_S,
-    DEFAULT_HUB_TIMEOUT_S,
-    ModelPack,
-    PackageError,
-    available_cpus,
-    default_threads,
-    load_from_hub,
-)
+from skin_demo.hub import DEFAULT_HUB_DEADLINE_S, DEFAULT_HUB_TIMEOUT_S, load_from_hub
+from skin_demo.modelpack import ModelPack, PackageError, available_cpus, default_threads
 
 log = logging.getLogger(__name__)
 

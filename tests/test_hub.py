@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from skin_demo.modelpack import HubError, ModelPack, PackageError, load_from_hub
+from skin_demo.hub import HubError, load_from_hub
+from skin_demo.modelpack import ModelPack, PackageError
 from skin_demo.settings import HubSource, Settings, load_models
 from skin_demo.ui import build_app
 from tests.tiny_packages import make_models_dir, make_package, package_files, tiny_config

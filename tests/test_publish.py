@@ -8,7 +8,8 @@ import pytest
 from huggingface_hub import ModelCard, model_info
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from skin_demo.modelpack import ModelPack, load_from_hub
+from skin_demo.hub import load_from_hub
+from skin_demo.modelpack import ModelPack
 from skin_demo.train import publish
 from skin_demo.train.data import read_ham10000, read_split
 from skin_demo.train.evaluate import evaluate_package, record_evaluation, select_samples
