@@ -1,6 +1,7 @@
-"""Train -> export -> serve, end to end on CPU in seconds with timm's tiny test model.
+"""Train -> export -> serve, end to end on CPU in seconds with timm's tiny test model, over two sources.
 
-Uses a handful of real HAM10000 images when ../shared/data has them, generated ones otherwise.
+Uses a handful of real HAM10000 images when ../shared/data has them, generated ones otherwise, plus a synthetic
+ISIC 2017-layout folder.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from skin_demo.train.data import read_ham10000
 from skin_demo.train.split import grouped_stratified_split, write_split_csv
 from tests.conftest import HAM10000_DIR
 from tests.fake_ham import copy_real_ham10000, make_fake_ham10000
+from tests.fake_isic import make_fake_isic2017
 
 
 @pytest.fixture
@@ -37,16 +39,22 @@ def small_ham(tmp_path) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     ham, split = small_ham
+    isic = make_fake_isic2017(tmp_path / "isic2017")
     run = tmp_path / "run"
-    argv = ["fit", "--ham", str(ham), "--split", str(split), "--arch", "test_efficientnet", "--no-pretrained",
-            "--image-size", "48", "--epochs", "2", "--batch-size", "8", "--threads", "2", "--out", str(run)]
+    argv = ["fit", "--ham", str(ham), "--split", str(split), "--isic2017", str(isic), "--arch", "test_efficientnet",
+            "--no-pretrained", "--image-size", "48", "--warm-size", "32", "--warm-epochs", "1", "--epochs", "2",
+            "--batch-size", "8", "--threads", "2", "--cache", str(tmp_path / "cache"), "--out", str(run)]
     assert main(argv) == 0
 
     # The run folder keeps what made it and what it produced.
     assert json.loads((run / "args.json").read_text())["arch"] == "test_efficientnet"
     history = json.loads((run / "history.json").read_text())
-    assert [r["epoch"] for r in history["history"]] == [1, 2]
+    assert [(r["epoch"], r["size"]) for r in history["history"]] == [(1, 32), (2, 48)]
+    # Validation is measured per source, for the raw and the EMA weights.
+    assert set(history["history"][-1]["ema"]["lesion_type"]) == {"ham10000", "isic2017", "selection"}
     assert (run / "last.pt").is_file() and (run / "best_lesion_type.pt").is_file()
+    choices = json.loads((run / "choices.json").read_text())
+    assert set(choices["malignancy"]["val_auc"]) == {"binary_head", "lesion_type_sum"}
 
     packs = {task: ModelPack.load(run / "packages" / task) for task in ("malignancy", "lesion_type")}
     lesion_cfg = packs["lesion_type"].config
@@ -54,8 +62,10 @@ def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     assert lesion_cfg.malignant_labels == ("akiec", "bcc", "mel")
     assert lesion_cfg.preprocess.size == (48, 48)
     assert packs["malignancy"].config.decision_threshold is not None
+    assert packs["malignancy"].config.provenance["choice"] == choices["malignancy"]
     for pack in packs.values():
         assert pack.config.provenance["onnx_parity_max_abs_logit_diff"] < 1e-3
+        assert (pack.path / "README.md").is_file()
         assert pack.config.temperature > 0
         assert PackageConfig.from_json((pack.path / "config.json").read_text()) == pack.config
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +29,28 @@ def decode_all(samples: list[Sample]) -> list[np.ndarray]:
             unreadable.append(f"{sample.image_id} ({exc})")
     if unreadable:
         raise DataError(f"{len(unreadable)} unreadable images: " + "; ".join(unreadable[:20]))
+    return arrays
+
+
+def decode_cached(samples: list[Sample], cache: Path | None) -> list[np.ndarray]:
+    """`decode_all`, kept in `cache` (one .npz per distinct list of images) when a cache folder is given.
+
+    The cache is what a run carries to another machine instead of the JPEGs; its key covers the image ids and
+    paths' file sizes, so a changed list never reads a stale cache.
+    """
+    if cache is None:
+        return decode_all(samples)
+    key = hashlib.sha256("\n".join(f"{s.image_id}:{s.path.stat().st_size}" for s in samples).encode()).hexdigest()
+    path = Path(cache) / f"decoded-{key[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return [stored[f"arr_{i}"] for i in range(len(samples))]
+    arrays = decode_all(samples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, *arrays)
+    partial.replace(path)
+    log.info("cached %d decoded images in %s", len(arrays), path)
     return arrays
 
 

