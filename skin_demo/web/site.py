@@ -1,0 +1,169 @@
+"""What the on-device page loads: its static files, the runtime, the model files and manifest.json.
+
+The manifest carries everything the page must not hard-code and the Python side already knows (one source of
+truth): which packages are in use and where to fetch them, the lesion-check messages and positive label, the default
+decision threshold, the image limits, display names and colours, and the disclaimer. What is specific to a model
+(sizes, normalisation, labels, its threshold) the page reads from the config embedded in the ONNX file itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skin_demo import imaging, postprocess
+from skin_demo.config import FORMAT_VERSION, ONNX_METADATA_KEY
+from skin_demo.modelpack import MODEL_FILE, ModelPack
+from skin_demo.predictor import TOP_K
+from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, display_name
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"
+RUNTIME_MODULE = "ort.wasm.min.mjs"
+RUNTIME_WASM = "ort-wasm-simd-threaded.wasm"
+SERVICE_WORKER = "sw.js"
+# In the repository the wasm is stored gzip-compressed (see scripts/vendor_onnxruntime_web.sh).
+COMPRESSED_SUFFIX = ".gz"
+NOT_SERVED = {"SHA256SUMS", "LICENSE"}
+
+
+class WebError(RuntimeError):
+    """The on-device page cannot be served or built (a vendored file or a model file is missing)."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One package's model.onnx as the page fetches it; the URL carries the content hash (cache-safe forever)."""
+
+    task: str
+    path: Path
+    sha256: str
+    size: int
+    source: str
+    labels: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        return f"models/{self.task}/{self.sha256[:16]}/{MODEL_FILE}"
+
+
+def runtime_dir() -> Path:
+    """The vendored onnxruntime-web folder (vendor/onnxruntime-web-<version>)."""
+    found = sorted(VENDOR_DIR.glob("onnxruntime-web-*"))
+    if len(found) != 1:
+        raise WebError(
+            f"{VENDOR_DIR}: expected one onnxruntime-web-<version> folder, found {len(found)}; "
+            "run scripts/vendor_onnxruntime_web.sh"
+        )
+    return found[0]
+
+
+def compressed_wasm() -> Path:
+    path = runtime_dir() / (RUNTIME_WASM + COMPRESSED_SUFFIX)
+    if not path.is_file():
+        raise WebError(f"{path}: missing; run scripts/vendor_onnxruntime_web.sh")
+    return path
+
+
+def wasm_size() -> int:
+    """Bytes of the uncompressed wasm: a gzip file ends with them (ISIZE, little-endian, mod 2**32)."""
+    with compressed_wasm().open("rb") as f:
+        f.seek(-4, 2)
+        return int.from_bytes(f.read(4), "little")
+
+
+def static_url(path: Path) -> str:
+    """The URL of a file under static/, relative to the page."""
+    return path.relative_to(STATIC_DIR).as_posix()
+
+
+def shell_files() -> list[str]:
+    """The page and its scripts (cached by the service worker at install), relative to the page: everything in
+    static/ except the service worker itself, the wasm (the page caches it as it downloads it) and notices."""
+    files = ["./"]
+    for path in sorted(STATIC_DIR.rglob("*")):
+        if not path.is_file() or path.name in NOT_SERVED or path.name == SERVICE_WORKER:
+            continue
+        if path.name.endswith(COMPRESSED_SUFFIX) or path.name == "index.html":
+            continue
+        files.append(static_url(path))
+    return files
+
+
+def model_files(packs: Iterable[ModelPack]) -> dict[str, ModelFile]:
+    """The model file of each package in use, by task (the last one wins if a task appears twice)."""
+    files: dict[str, ModelFile] = {}
+    for pack in packs:
+        path = Path(pack.path) / MODEL_FILE
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        files[pack.config.task] = ModelFile(
+            pack.config.task, path, digest.hexdigest(), path.stat().st_size, pack.source, pack.config.labels
+        )
+    return files
+
+
+def build_manifest(
+    models: Mapping[str, ModelFile],
+    *,
+    disclaimer: str,
+    wasm_bytes: int,
+    wasm_transfer_bytes: int,
+    notices: Mapping[str, str] | None = None,
+    server_page: str | None = None,
+) -> dict[str, Any]:
+    """manifest.json: what the page loads and the app's own texts and limits (see the module docstring).
+
+    wasm_transfer_bytes: what a first visit downloads for the runtime (the compressed size where the server sends it
+    gzip-encoded). server_page: a URL of the server's own page, relative to the on-device page, or None.
+    """
+    runtime = runtime_dir()
+    labels = list(dict.fromkeys(label for file in models.values() for label in file.labels))
+    return {
+        "format_version": FORMAT_VERSION,
+        "metadata_key": ONNX_METADATA_KEY,
+        "runtime": {
+            "module": static_url(runtime / RUNTIME_MODULE),
+            "wasm_paths": static_url(runtime) + "/",
+            "wasm": {"url": static_url(runtime / RUNTIME_WASM), "bytes": wasm_bytes, "transfer_bytes": wasm_transfer_bytes},
+        },
+        "models": {
+            task: {"url": f.url, "bytes": f.size, "transfer_bytes": f.size, "sha256": f.sha256, "source": f.source}
+            for task, f in models.items()
+        },
+        "shell": shell_files(),
+        "default_threshold": postprocess.DEFAULT_THRESHOLD,
+        "lesion_label": postprocess.LESION_LABEL,
+        "top_k": TOP_K,
+        "messages": {
+            "lesion_check_passed": postprocess.LESION_CHECK_PASSED_MESSAGE,
+            "lesion_check_failed": postprocess.LESION_CHECK_FAILED_MESSAGE,
+            "not_an_image": _not_an_image_message(),
+            "disclaimer": disclaimer,
+        },
+        "limits": {
+            "max_file_bytes": imaging.MAX_FILE_BYTES,
+            "max_pixels": imaging.MAX_PIXELS,
+            "min_side": imaging.MIN_SIDE,
+            "max_aspect_ratio": imaging.MAX_ASPECT_RATIO,
+        },
+        "names": {label: display_name(label) for label in labels},
+        "label_colours": {label: colour(label) for label in labels},
+        "colours": {"malignant": MALIGNANT_COLOUR, "benign": BENIGN_COLOUR, "other": OTHER_COLOUR},
+        "notices": dict(notices or {}),
+        "server_page": server_page,
+    }
+
+
+def _not_an_image_message() -> str:
+    """What imaging.load_image says about a file that is not an image, taken from load_image itself."""
+    try:
+        imaging.load_image(b"this is not an image")
+    except imaging.ImageError as exc:
+        return str(exc)
+    raise AssertionError("load_image accepted text as an image")

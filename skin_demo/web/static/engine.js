@@ -1,0 +1,306 @@
+// The on-device flow: load ONNX Runtime Web and the packages the server uses (from this origin only, cached for
+// offline use), then analyse an image exactly as the server does (imaging.load_image + preprocess, Predictor,
+// postprocess) and answer with /predict's keys. Everything specific to a model comes from its embedded config;
+// everything specific to this app (messages, limits, display names, the disclaimer) from manifest.json, which the
+// Python side writes from its own constants.
+
+import { embeddedConfig } from "./onnx_config.js";
+import { preprocess } from "./preprocess.js";
+
+export const CACHE_NAME = "skin-demo-on-device-v1"; // sw.js uses the same name
+
+export class ImageError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "ImageError";
+  }
+}
+
+/** Messages worded as skin_demo.imaging words them (tests/test_on_device.py compares the two). */
+function sizeProblem(width, height, limits) {
+  if (width * height > limits.max_pixels) {
+    return (
+      `the image is too large (${width}x${height}); the limit is ${Math.round(limits.max_pixels / 1e6)} megapixels ` +
+      "(resize it or upload a normal photo)"
+    );
+  }
+  if (Math.min(width, height) < limits.min_side) {
+    return `the image is only ${width}x${height} pixels; upload a photo at least ${limits.min_side} pixels on each side`;
+  }
+  if (Math.max(width, height) > limits.max_aspect_ratio * Math.min(width, height)) {
+    return (
+      `the image is ${width}x${height} pixels, longer than ${limits.max_aspect_ratio}:1; crop it to the lesion and ` +
+      "upload that"
+    );
+  }
+  return null;
+}
+
+function bytesProblem(size, limits) {
+  if (size === 0) return "the file is empty (0 bytes); upload a JPEG or PNG photo";
+  if (size > limits.max_file_bytes) {
+    return (
+      `the file is ${(size / 1e6).toFixed(1)} MB; the limit is ${Math.round(limits.max_file_bytes / 1e6)} MB ` +
+      "(upload a smaller JPEG or PNG)"
+    );
+  }
+  return null;
+}
+
+function dataUrlToBlob(url) {
+  const comma = url.indexOf(",");
+  const header = url.slice(5, comma);
+  if (comma < 0 || !header.includes(";base64")) {
+    throw new ImageError("could not read image: unsupported data URL; upload a JPEG or PNG photo");
+  }
+  let binary;
+  try {
+    binary = atob(url.slice(comma + 1));
+  } catch {
+    throw new ImageError("could not read image: the data URL is not valid base64");
+  }
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return new Blob([bytes], { type: header.split(";")[0] });
+}
+
+function toBlob(input) {
+  if (input instanceof Blob) return input;
+  if (typeof input === "string" && input.startsWith("data:")) return dataUrlToBlob(input);
+  throw new ImageError("no image was received; upload a JPEG or PNG photo");
+}
+
+/**
+ * Decode like imaging.load_image: EXIF orientation applied, no colour management (Pillow applies none), transparency
+ * flattened onto white. Returns {width, height, data} with RGBA bytes.
+ */
+async function decode(blob, limits, notAnImage) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob, {
+      imageOrientation: "from-image",
+      colorSpaceConversion: "none",
+      premultiplyAlpha: "none",
+    });
+  } catch {
+    throw new ImageError(notAnImage);
+  }
+  try {
+    const problem = sizeProblem(bitmap.width, bitmap.height, limits);
+    if (problem) throw new ImageError(problem);
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    context.fillStyle = "#ffffff";
+    context.fillRect(0, 0, bitmap.width, bitmap.height);
+    context.drawImage(bitmap, 0, 0); // same size: a copy, no scaling
+    return context.getImageData(0, 0, bitmap.width, bitmap.height);
+  } finally {
+    bitmap.close();
+  }
+}
+
+function softmax(logits, temperature) {
+  const scaled = Array.from(logits, (v) => Math.fround(v / Math.fround(temperature)));
+  const top = Math.max(...scaled);
+  const exp = scaled.map((v) => Math.exp(v - top));
+  const total = exp.reduce((a, b) => a + b, 0);
+  return exp.map((v) => Math.fround(v / total));
+}
+
+function byLabel(labels, probabilities) {
+  return Object.fromEntries(labels.map((label, i) => [label, probabilities[i]]));
+}
+
+function clip01(x) {
+  return Math.min(1, Math.max(0, x));
+}
+
+async function readBody(response, onBytes) {
+  const reader = response.body.getReader();
+  const chunks = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    total += value.length;
+    onBytes(value.length);
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return bytes.buffer;
+}
+
+/** A same-origin file, from the offline cache when it is there, else downloaded (with progress) and cached. */
+async function loadFile(url, contentType, onBytes) {
+  const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
+  const cached = cache ? await cache.match(url) : undefined;
+  if (cached) return { bytes: await readBody(cached, () => {}), fromCache: true };
+  const response = await fetch(url, { credentials: "same-origin" });
+  if (!response.ok) throw new Error(`could not download ${url} (HTTP ${response.status})`);
+  const bytes = await readBody(response, onBytes);
+  if (cache) await cache.put(url, new Response(bytes, { headers: { "Content-Type": contentType } }));
+  return { bytes, fromCache: false };
+}
+
+/** Which files a first visit downloads, and how much of that is already on this device. */
+export async function downloadPlan(manifest) {
+  const files = [manifest.runtime.wasm, ...Object.values(manifest.models)];
+  const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
+  let missing = 0;
+  for (const file of files) {
+    if (!cache || !(await cache.match(new URL(file.url, manifest.base).href))) missing += file.bytes;
+  }
+  const transfer = files.reduce((sum, f) => sum + f.transfer_bytes, 0);
+  return { files, missingBytes: missing, transferBytes: transfer, totalBytes: files.reduce((s, f) => s + f.bytes, 0) };
+}
+
+export class Engine {
+  /** Fetch manifest.json next to the page; `threads` overrides the wasm thread count (benchmarks). */
+  static async open(baseUrl, { threads } = {}) {
+    const base = new URL(".", baseUrl).href;
+    const response = await fetch(new URL("manifest.json", base), { cache: "no-cache" });
+    if (!response.ok) throw new Error(`could not load manifest.json (HTTP ${response.status})`);
+    const manifest = await response.json();
+    manifest.base = base;
+    return new Engine(manifest, threads);
+  }
+
+  constructor(manifest, threads) {
+    this.manifest = manifest;
+    this.requestedThreads = threads;
+    this.packages = {}; // task -> {config, session, threshold}
+  }
+
+  url(relative) {
+    return new URL(relative, this.manifest.base).href;
+  }
+
+  /** Load the runtime and every package; onProgress(loadedBytes, totalBytes) while downloading. */
+  async load(onProgress = () => {}) {
+    const m = this.manifest;
+    const plan = await downloadPlan(m);
+    let loaded = 0;
+    const tick = (n) => {
+      loaded += n;
+      onProgress(loaded, plan.missingBytes);
+    };
+    const ort = await import(this.url(m.runtime.module));
+    const wasm = await loadFile(this.url(m.runtime.wasm.url), "application/wasm", tick);
+    ort.env.wasm.wasmPaths = this.url(m.runtime.wasm_paths);
+    ort.env.wasm.wasmBinary = wasm.bytes;
+    // Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages (COOP + COEP).
+    const cores = navigator.hardwareConcurrency || 1;
+    this.threads = this.requestedThreads || (self.crossOriginIsolated ? Math.min(4, cores) : 1);
+    ort.env.wasm.numThreads = this.threads;
+    ort.env.logLevel = "error";
+    this.ort = ort;
+    this.fromCache = wasm.fromCache;
+    for (const [task, file] of Object.entries(m.models)) {
+      const model = await loadFile(this.url(file.url), "application/octet-stream", tick);
+      this.fromCache = this.fromCache && model.fromCache;
+      const config = embeddedConfig(model.bytes, m.metadata_key, { task, formatVersion: m.format_version });
+      const session = await ort.InferenceSession.create(model.bytes, {
+        executionProviders: ["wasm"],
+        graphOptimizationLevel: "all",
+      });
+      const threshold = config.decision_threshold ?? m.default_threshold;
+      this.packages[task] = { config, session, threshold, source: file.source };
+    }
+    for (const task of ["malignancy", "lesion_type"]) {
+      if (!this.packages[task]) throw new Error(`the server offers no ${task} model`);
+    }
+    return plan;
+  }
+
+  /** The model input tensor for an image, as imaging.preprocess makes it (debug hook for the parity test). */
+  async tensor(input, preprocessConfig) {
+    const image = await this.decoded(input);
+    return preprocess(image, preprocessConfig);
+  }
+
+  async decoded(input) {
+    const { limits, messages } = this.manifest;
+    const blob = toBlob(input);
+    const problem = bytesProblem(blob.size, limits);
+    if (problem) throw new ImageError(problem);
+    return decode(blob, limits, messages.not_an_image);
+  }
+
+  async probabilities(task, tensorsByConfig) {
+    const pack = this.packages[task];
+    const cfg = pack.config.preprocess;
+    const [h, w] = cfg.size;
+    const input = new this.ort.Tensor("float32", tensorsByConfig.get(JSON.stringify(cfg)), [1, 3, h, w]);
+    const outputs = await pack.session.run({ image: input }, ["logits"]);
+    const probabilities = softmax(outputs.logits.data, pack.config.temperature ?? 1.0);
+    input.dispose?.();
+    outputs.logits.dispose?.();
+    return byLabel(pack.config.labels, probabilities);
+  }
+
+  /** Analyse one image (a Blob/File or a data: URL); resolves to /predict's JSON, rejects with ImageError. */
+  async analyse(input) {
+    const m = this.manifest;
+    const t0 = performance.now();
+    const image = await this.decoded(input);
+    const t1 = performance.now();
+    const tensors = new Map(); // packages that share a preprocessing config share one tensor
+    for (const pack of Object.values(this.packages)) {
+      const key = JSON.stringify(pack.config.preprocess);
+      if (!tensors.has(key)) tensors.set(key, preprocess(image, pack.config.preprocess));
+    }
+    const t2 = performance.now();
+    const malignancy = await this.probabilities("malignancy", tensors);
+    const lesionType = await this.probabilities("lesion_type", tensors);
+    const t3 = performance.now();
+    let lesionCheck = null;
+    if (this.packages.lesion_check) {
+      const pack = this.packages.lesion_check;
+      const score = clip01((await this.probabilities("lesion_check", tensors))[m.lesion_label]);
+      const passed = score >= pack.threshold;
+      lesionCheck = {
+        passed,
+        score,
+        threshold: pack.threshold,
+        message: passed ? m.messages.lesion_check_passed : m.messages.lesion_check_failed,
+      };
+    }
+    const t4 = performance.now();
+
+    const mal = this.packages.malignancy;
+    const sumOf = (probs, labels) => clip01(labels.reduce((s, l) => s + probs[l], 0));
+    const malignancyProbability = sumOf(malignancy, mal.config.malignant_labels);
+    const ranked = Object.entries(lesionType).sort((a, b) => b[1] - a[1]).slice(0, m.top_k);
+    const result = {
+      malignancy,
+      lesion_type: lesionType,
+      malignancy_probability: malignancyProbability,
+      lesion_type_malignant_probability: sumOf(lesionType, this.packages.lesion_type.config.malignant_labels),
+      malignancy_flag: { flagged: malignancyProbability >= mal.threshold, threshold: mal.threshold },
+      lesion_check: lesionCheck,
+      lesion_type_top: ranked.map(([label, probability]) => ({ label, name: m.names[label] ?? label, probability })),
+      models: Object.fromEntries(
+        Object.entries(this.packages).map(([task, p]) => [
+          task,
+          { task, source: p.source, architecture: p.config.architecture, labels: p.config.labels, metrics: p.config.metrics },
+        ]),
+      ),
+      timings_ms: {
+        decode: t1 - t0,
+        preprocess: t2 - t1,
+        inference: t3 - t2,
+        lesion_check: t4 - t3,
+        total: t4 - t0,
+      },
+      disclaimer: m.messages.disclaimer,
+      notices: m.notices,
+      on_device: { threads: this.threads, cross_origin_isolated: self.crossOriginIsolated },
+    };
+    return result;
+  }
+}
