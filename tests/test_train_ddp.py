@@ -28,8 +28,9 @@ def test_two_process_run_matches_a_one_process_run(tmp_path):
     isic = make_fake_isic2017(tmp_path / "isic2017")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single, double = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "skin_demo.train", *_fit_argv(ham, split, isic, single)],
-                   check=True, env=env, timeout=600, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "skin_demo.train", *_fit_argv(ham, split, isic, single)],
+                          env=env, timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run([*torchrun, "-m", "skin_demo.train", *_fit_argv(ham, split, isic, double)],
                           env=env, timeout=600, capture_output=True, text=True)
