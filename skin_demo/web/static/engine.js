@@ -138,7 +138,7 @@ async function readBody(response, onBytes) {
 /** A same-origin file, from the offline cache when it is there, else downloaded (with progress) and cached. */
 async function loadFile(url, contentType, onBytes) {
   const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
-  const cached = cache ? await cache.match(url) : undefined;
+  const cached = cache ? await cache.match(url, { ignoreVary: true }) : undefined;
   if (cached) return { bytes: await readBody(cached, () => {}), fromCache: true };
   const response = await fetch(url, { credentials: "same-origin" });
   if (!response.ok) throw new Error(`could not download ${url} (HTTP ${response.status})`);
@@ -153,7 +153,7 @@ export async function downloadPlan(manifest) {
   const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
   let missing = 0;
   for (const file of files) {
-    if (!cache || !(await cache.match(new URL(file.url, manifest.base).href))) missing += file.bytes;
+    if (!cache || !(await cache.match(new URL(file.url, manifest.base).href, { ignoreVary: true }))) missing += file.bytes;
   }
   const transfer = files.reduce((sum, f) => sum + f.transfer_bytes, 0);
   return { files, missingBytes: missing, transferBytes: transfer, totalBytes: files.reduce((s, f) => s + f.bytes, 0) };

@@ -6,6 +6,9 @@
 
 const CACHE_NAME = "skin-demo-on-device-v1"; // engine.js uses the same name
 const IMMUTABLE = /\/(vendor|models)\//;
+// The server's responses vary on Origin (its CORS layer), which module-script requests send and cache.addAll's do
+// not: match on the URL alone, as everything cached here is the same for every request.
+const MATCH = { ignoreVary: true };
 
 self.addEventListener("install", (event) => {
   event.waitUntil(
@@ -39,7 +42,7 @@ function isolated(response) {
 
 async function cacheFirst(request) {
   const cache = await caches.open(CACHE_NAME);
-  const hit = await cache.match(request);
+  const hit = await cache.match(request, MATCH);
   if (hit) return hit;
   const response = await fetch(request);
   if (response.ok) await cache.put(request, response.clone());
@@ -53,7 +56,7 @@ async function networkFirst(request) {
     if (response.ok) await cache.put(request, response.clone());
     return response;
   } catch (error) {
-    const hit = await cache.match(request, { ignoreSearch: true });
+    const hit = await cache.match(request, { ...MATCH, ignoreSearch: true });
     if (hit) return hit;
     throw error;
   }

@@ -1,0 +1,374 @@
+"""The on-device page (/on-device/) in headless Debian Chromium: the same numbers as /predict, the same tensor as
+imaging.preprocess, EXIF, bad files, phone layout, nothing leaving the page, offline use, and the static build.
+
+One app (tiny packages, tests/web_packages.py) and one loaded page serve most tests; the real-image test launches the
+app on the bundled packages. The server side is always the launched app's /predict through gradio_client.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import yaml
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from skin_demo import imaging, postprocess, ui
+from skin_demo.config import PreprocessConfig
+from skin_demo.settings import Settings, load_models
+from skin_demo.web.build import main as build_main
+from tests import image_files as files
+from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.web_packages import make_lesion_check_package, make_three_packages
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+TIMEOUT_MS = 120_000  # generous: CI's two cores are shared with everything else
+TOLERANCE = 1e-3
+TASKS = ("malignancy", "lesion_type", "lesion_check")
+SKIN = (217, 165, 143)  # the tiny lesion check passes this colour ...
+DARK = (20, 20, 20)  # ... and rejects this one (checked against /predict in the tests that use them)
+
+
+# -- fixtures --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def playwright():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """The real app (ui.build_app + ui.launch, which mounts the page) on 127.0.0.1, with a gradio_client."""
+
+    def __init__(self, root: Path, models_dir: Path) -> None:
+        examples = root / "examples"
+        examples.mkdir(parents=True, exist_ok=True)
+        self.settings = Settings(models_dir=models_dir, examples_dir=examples, threads=1)
+        self.models = load_models(self.settings)
+        self.demo = ui.build_app(self.settings, models=self.models)
+        ui.launch(self.demo, self.models, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                  quiet=True)  # fmt: skip
+        self.url = self.demo.local_url
+        self.page_url = self.url + "on-device/"
+        self.client = Client(self.url, verbose=False)
+
+    def predict(self, path: Path) -> dict:
+        return self.client.submit(handle_file(str(path)), api_name="/predict").result(timeout=TIMEOUT_MS / 1000)
+
+    def close(self) -> None:
+        self.demo.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("on_device_app")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio_tmp"))
+        app = App(root, make_three_packages(root / "models"))
+        try:
+            yield app
+        finally:
+            app.close()
+
+
+def open_page(browser, url: str, **context_kwargs):
+    """A fresh context and page on `url`, loaded and ready; records every request it makes."""
+    context = browser.new_context(**context_kwargs)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.requests = []
+    context.on("request", lambda request: page.requests.append(request))  # includes the service worker's
+    page.goto(url, wait_until="load")
+    page.evaluate("() => window.skinDemo.ready")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, tiny_app):
+    page = open_page(browser, tiny_app.page_url)
+    yield page
+    page.context.close()
+
+
+def data_url(path: Path) -> str:
+    kind = {".png": "image/png", ".jpg": "image/jpeg"}.get(path.suffix, "application/octet-stream")
+    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def analyse(page, path: Path) -> dict:
+    return page.evaluate("url => window.skinDemo.analyse(url)", data_url(path))
+
+
+def analyse_error(page, path: Path) -> str:
+    """The ImageError message with which window.skinDemo.analyse rejects `path`."""
+    outcome = page.evaluate(
+        "url => window.skinDemo.analyse(url).then(() => 'accepted', e => `${e.name}: ${e.message}`)", data_url(path)
+    )
+    assert outcome.startswith("ImageError: "), outcome
+    return outcome.removeprefix("ImageError: ")
+
+
+def server_error(path: Path) -> str:
+    with pytest.raises(imaging.ImageError) as caught:
+        imaging.load_image(path)
+    return str(caught.value)
+
+
+def assert_same_result(on_device: dict, server: dict) -> None:
+    """The page's answer has /predict's keys and, within TOLERANCE, its numbers and the same calls."""
+    assert set(server) <= set(on_device), f"missing keys: {set(server) - set(on_device)}"
+    for task in ("malignancy", "lesion_type"):
+        assert list(on_device[task]) == list(server[task])
+        for label, p in server[task].items():
+            assert abs(on_device[task][label] - p) <= TOLERANCE, (task, label, on_device[task][label], p)
+    assert abs(on_device["malignancy_probability"] - server["malignancy_probability"]) <= TOLERANCE
+    flag, expected = on_device["malignancy_flag"], server["malignancy_flag"]
+    assert flag["threshold"] == pytest.approx(expected["threshold"], abs=1e-12)
+    if abs(server["malignancy_probability"] - expected["threshold"]) > TOLERANCE:
+        assert flag["flagged"] == expected["flagged"]
+    check, expected = on_device["lesion_check"], server["lesion_check"]
+    assert abs(check["score"] - expected["score"]) <= TOLERANCE
+    assert check["threshold"] == pytest.approx(expected["threshold"], abs=1e-12)
+    if abs(expected["score"] - expected["threshold"]) > TOLERANCE:
+        assert (check["passed"], check["message"]) == (expected["passed"], expected["message"])
+    for mine, theirs in zip(on_device["lesion_type_top"], server["lesion_type_top"], strict=True):
+        assert abs(mine["probability"] - theirs["probability"]) <= TOLERANCE
+    assert on_device["disclaimer"] == server["disclaimer"]
+
+
+def solid(path: Path, colour: tuple[int, int, int], size=(90, 60)) -> Path:
+    return files.save(Image.new("RGB", size, colour), path, format="PNG")
+
+
+# -- the tiny app ------------------------------------------------------------------------------------------------
+def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
+    images = [
+        files.jpeg(tmp_path / "photo.jpg", 640, 480, seed=1),
+        files.save(files.lesion_photo(200, 150, seed=2), tmp_path / "small.png", format="PNG"),
+        files.save(files.lesion_photo(33, 300, seed=3), tmp_path / "strip.png", format="PNG"),  # upscaled
+        solid(tmp_path / "skin.png", SKIN),
+        solid(tmp_path / "dark.png", DARK),
+    ]
+    checks = []
+    for path in images:
+        server = tiny_app.predict(path)
+        assert_same_result(analyse(page, path), server)
+        checks.append(server["lesion_check"]["passed"])
+    assert checks[-2:] == [True, False], "the colours must exercise both outcomes of the lesion check"
+
+
+@pytest.mark.parametrize(
+    "interpolation, size, crop_pct",
+    [("bicubic", 128, 1.0), ("bicubic", 224, 0.875), ("bilinear", 32, 1.0), ("nearest", 48, 1.0)],
+)
+def test_page_tensor_equals_imaging_preprocess(page, tmp_path, interpolation, size, crop_pct):
+    cfg = PreprocessConfig(size=(size, size), crop_pct=crop_pct, interpolation=interpolation,
+                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # fmt: skip
+    js_config = {"size": [size, size], "resize": cfg.resize, "crop_pct": crop_pct, "interpolation": interpolation,
+                 "mean": list(cfg.mean), "std": list(cfg.std)}  # fmt: skip
+    # PNG: lossless, so any difference is the resampling's; odd sizes, up- and downscaling, both orientations.
+    for seed, (w, h) in enumerate([(200, 150), (37, 91), (641, 479), (256, 256)]):
+        path = files.save(files.lesion_photo(w, h, seed=seed), tmp_path / f"{w}x{h}.png", format="PNG")
+        expected = imaging.preprocess(imaging.load_image(path), cfg).ravel()
+        got = np.asarray(page.evaluate("([u, c]) => window.skinDemo.debug.tensor(u, c)", [data_url(path), js_config]),
+                         dtype=np.float32)  # fmt: skip
+        assert got.shape == expected.shape
+        assert np.array_equal(got, expected), f"{w}x{h}: max difference {np.abs(got - expected).max()}"
+
+
+def test_exif_rotated_photo_is_analysed_upright(page, tiny_app, tmp_path):
+    upright = files.split_colour_image(60, 120)  # red top third, blue below: the tiny models see the difference
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # stored sideways; orientation 6 turns it back
+    rotated = files.exif_rotated_jpeg(tmp_path / "rotated.jpg", orientation=6, image=stored)
+    sideways = files.save(stored, tmp_path / "sideways.jpg", format="JPEG", quality=95)
+    on_device = analyse(page, rotated)
+    assert_same_result(on_device, tiny_app.predict(rotated))
+    ignored = analyse(page, sideways)  # the same pixels without the tag: what ignoring EXIF would give
+    assert max(abs(on_device["lesion_type"][k] - ignored["lesion_type"][k]) for k in ignored["lesion_type"]) > 0.05
+
+
+def test_bad_files_get_the_servers_message_on_the_page(page, tmp_path):
+    for path in (files.not_an_image(tmp_path / "notes.txt"), files.tiny_png(tmp_path / "tiny.png", side=16)):
+        message = server_error(path)
+        assert analyse_error(page, path) == message
+        page.locator("#file").set_input_files(str(path))
+        page.wait_for_function("m => document.querySelector('#error').innerText.includes(m)", arg=message)
+        assert page.locator("#error").inner_text() == f"Cannot analyse this file: {message}"
+        assert page.locator("#output").is_hidden()
+
+
+def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(browser, tiny_app, tmp_path):
+    page = open_page(browser, tiny_app.page_url, viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                     is_mobile=True, has_touch=True)  # fmt: skip
+    photo = files.save(files.lesion_photo(1200, 1600, seed=5), tmp_path / "phone.jpg", format="JPEG", quality=90)
+    assert page.locator("#camera").get_attribute("capture") == "environment"
+    assert page.locator("#disclaimer").is_visible()
+    pick = page.locator("label[for=camera]").bounding_box()
+    assert pick["y"] + pick["height"] <= 844, "the photo button must be on the first screen"
+    page.locator("#camera").set_input_files(str(photo))
+    page.wait_for_selector("#charts svg >> nth=1")
+    headline = page.locator("#headline").bounding_box()
+    assert 0 <= headline["y"] and headline["y"] + headline["height"] <= 844, "the result must scroll into view"
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no horizontal scrolling"
+    first, second = (page.locator("#charts svg").nth(i).bounding_box() for i in (0, 1))
+    assert second["y"] >= first["y"] + first["height"] - 1 and first["width"] > 300, "stacked, full width"
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+    dark = solid(tmp_path / "dark.png", DARK)
+    page.locator("#file").set_input_files(str(dark))
+    page.wait_for_function("() => !document.querySelector('#message').hidden")
+    assert page.locator("#message").inner_text() == postprocess.LESION_CHECK_FAILED_MESSAGE
+    assert page.locator("#charts svg").count() == 0
+    page.locator("#show-anyway").click()
+    assert page.locator("#charts svg").count() == 2
+    page.screenshot(path=str(tmp_path / "phone-rejected.png"), full_page=True)
+
+    origin = urlsplit(tiny_app.url).netloc
+    image_bytes = [photo.read_bytes()[:4096], dark.read_bytes()[:4096]]
+    for request in page.requests:
+        parts = urlsplit(request.url)
+        if parts.scheme in ("data", "blob"):
+            continue
+        assert parts.netloc == origin, f"request to another host: {request.url}"
+        assert request.method == "GET", f"{request.method} {request.url}"
+        body = request.post_data_buffer or b""
+        assert not any(chunk in body for chunk in image_bytes)
+    assert not any("/gradio_api/" in r.url for r in page.requests), "the page must not call the server's API"
+    page.context.close()
+
+
+def test_page_works_offline_after_the_first_visit(browser, tiny_app, tmp_path):
+    photo = files.jpeg(tmp_path / "photo.jpg", 400, 300, seed=7)
+    page = open_page(browser, tiny_app.page_url)
+    online = analyse(page, photo)
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    page.context.set_offline(True)
+    page.reload(wait_until="load")
+    page.evaluate("() => window.skinDemo.ready")
+    assert "works offline" in page.locator("#load-status").inner_text()
+    offline = analyse(page, photo)
+    assert offline["malignancy"] == online["malignancy"] and offline["lesion_check"] == online["lesion_check"]
+    page.context.close()
+
+
+def test_static_build_works_from_a_plain_http_server(browser, tiny_app, tmp_path):
+    out = tmp_path / "site"
+    assert build_main(["build", str(out), "--models-dir", str(tiny_app.settings.models_dir)]) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["sdk"] == "static" and front["app_file"] == "index.html" and (out / "index.html").is_file()
+    assert all(f.stat().st_size < 20e6 for f in out.rglob("*") if f.is_file())
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=out,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_port(port)
+        page = open_page(browser, f"http://127.0.0.1:{port}/")
+        photo = files.jpeg(tmp_path / "photo.jpg", 500, 375, seed=8)
+        assert_same_result(analyse(page, photo), tiny_app.predict(photo))
+        assert page.locator("#server-link").is_hidden()  # no server behind a static site
+        page.context.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for_port(port: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+# -- real images on the bundled packages -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_app(tmp_path_factory):
+    """The app on the bundled packages (models/); a tiny lesion check stands in until models/lesion_check exists."""
+    bundled = REPO_ROOT / "models"
+    if not all((bundled / t / "model.onnx").is_file() for t in TASKS[:2]):
+        pytest.skip("the bundled model packages are not in models/")
+    root = tmp_path_factory.mktemp("on_device_real")
+    models = root / "models"
+    models.mkdir()
+    for task in TASKS:
+        if (bundled / task / "model.onnx").is_file():
+            (models / task).symlink_to(bundled / task)
+        else:
+            make_lesion_check_package(models / task)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio_tmp"))
+        app = App(root, models)
+        try:
+            yield app
+        finally:
+            app.close()
+
+
+def real_test_images(ham10000_dir: Path) -> list[Path]:
+    """10 HAM10000 test-split images and 10 ISIC 2017 test images, spread over each list."""
+    isic = SHARED_DATA / "isic2017"
+    if not (isic / "labels.csv").is_file():
+        pytest.skip(f"ISIC 2017 data not found at {isic}")
+    with (REPO_ROOT / "models" / "ham10000_split.csv").open() as f:
+        ham = [r["image_id"] for r in csv.DictReader(f) if r["split"] == "test"]
+    with (isic / "labels.csv").open() as f:
+        isic_ids = [r["image_id"] for r in csv.DictReader(f) if r["isic2017_split"] == "test"]
+    pick = lambda ids: ids[:: max(1, len(ids) // 10)][:10]  # noqa: E731
+    paths = [ham10000_dir / "images" / f"{i}.jpg" for i in pick(ham)]
+    paths += [next((isic / "images").glob(f"{i}.*")) for i in pick(isic_ids)]
+    return paths
+
+
+@pytest.mark.data
+def test_real_dermoscopy_images_match_predict(browser, real_app, ham10000_dir):
+    page = open_page(browser, real_app.page_url)
+    largest = 0.0
+    for path in real_test_images(ham10000_dir):
+        on_device, server = analyse(page, path), real_app.predict(path)
+        assert_same_result(on_device, server)
+        largest = max(largest, *(abs(on_device[t][k] - server[t][k]) for t in ("malignancy", "lesion_type")
+                                 for k in server[t]))  # fmt: skip
+    print(f"largest probability difference page vs /predict over 20 images: {largest:.2e}")
+    # The decoded JPEG and the tensor are the server's too (browser and Pillow both decode with libjpeg-turbo).
+    cfg = real_app.models.malignancy.config.preprocess
+    js_config = {"size": list(cfg.size), "resize": cfg.resize, "crop_pct": cfg.crop_pct,
+                 "interpolation": cfg.interpolation, "mean": list(cfg.mean), "std": list(cfg.std)}  # fmt: skip
+    for path in real_test_images(ham10000_dir)[::7]:
+        expected = imaging.preprocess(imaging.load_image(path), cfg).ravel()
+        got = np.asarray(page.evaluate("([u, c]) => window.skinDemo.debug.tensor(u, c)", [data_url(path), js_config]),
+                         dtype=np.float32)  # fmt: skip
+        assert np.abs(got - expected).max() <= 2 / 255 / min(cfg.std), path.name
+    page.context.close()
