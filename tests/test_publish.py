@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 
+import numpy as np
 import pytest
 from huggingface_hub import ModelCard, model_info
 from huggingface_hub.errors import RepositoryNotFoundError
@@ -11,10 +13,12 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from skin_demo.hub import load_from_hub
 from skin_demo.modelpack import ModelPack
 from skin_demo.train import publish
-from skin_demo.train.data import read_ham10000, read_split
-from skin_demo.train.evaluate import evaluate_package, record_evaluation, select_samples
+from skin_demo.train.evaluate import evaluate_package, held_out_sets, record_evaluation
+from skin_demo.train.metrics import compute_report
 from skin_demo.train.publish import PublishError, publish_package
+from skin_demo.train.report import write_report
 from tests.fake_ham import make_fake_ham10000, write_fake_split
+from tests.fake_isic import make_fake_isic2017
 from tests.tiny_packages import make_package
 
 TOKEN = "hf_test_token"
@@ -23,12 +27,12 @@ REPO = "skin-demo/malignancy-test"
 
 @pytest.fixture
 def package(tmp_path):
-    """A tiny malignancy package, evaluated on synthetic data as `evaluate` would leave it."""
+    """A tiny malignancy package, evaluated on synthetic data of both sources as `evaluate` would leave it."""
     ham = make_fake_ham10000(tmp_path / "ham", per_class=6)
     split = write_fake_split(ham, tmp_path / "split.csv")
+    isic = make_fake_isic2017(tmp_path / "isic2017", per_class_and_split=2, size=48)
     folder = make_package(tmp_path / "pkg", "malignancy", config_overrides={"decision_threshold": 0.4})
-    samples = select_samples(read_ham10000(ham), read_split(split), "test")
-    record_evaluation(folder, evaluate_package(folder, samples, split="fake_split.csv:test"))
+    record_evaluation(folder, evaluate_package(folder, held_out_sets(ham, split, isic)))
     return folder
 
 
@@ -44,7 +48,8 @@ def test_publish_uploads_the_package_and_the_app_can_load_the_pinned_commit(pack
     out = capsys.readouterr().out
     files = hub.repo_files(REPO)
     expected = {"model.onnx", "config.json", "README.md", "eval/metrics.json", "eval/EVAL.md",
-                "eval/confusion_matrix.png", "eval/per_class_f1.png", "eval/roc.png"}
+                "eval/ham10000_confusion_matrix.png", "eval/ham10000_roc.png",
+                "eval/isic2017_confusion_matrix.png", "eval/isic2017_roc.png"}
     assert set(files) == expected | {".gitattributes"}
     for name in expected:
         assert files[name] == (package / name).read_bytes(), name
@@ -56,10 +61,15 @@ def test_publish_uploads_the_package_and_the_app_can_load_the_pinned_commit(pack
     # The serving side downloads exactly that commit and accepts it.
     pack = load_from_hub(REPO, sha, endpoint=hub.endpoint)
     assert pack.config == ModelPack.load(package).config
-    # The card on the Hub names the repo and carries the evaluation.
+    # The card on the Hub names the repo and carries the evaluation of both sources.
     card = ModelCard(files["README.md"].decode())
     assert card.data.model_name == "malignancy-test"
-    assert {r.metric_type for r in card.data.eval_results} >= {"balanced_accuracy", "roc_auc", "recall"}
+    assert f'snapshot_download("{REPO}"' in card.text
+    by_source = {}
+    for r in card.data.eval_results:
+        by_source.setdefault(r.dataset_type, set()).add(r.metric_type)
+    assert by_source["HAM10000"] >= {"balanced_accuracy", "roc_auc", "recall", "specificity"}
+    assert by_source["ISIC-2017"] >= {"roc_auc", "recall", "specificity"}
 
 
 def test_dry_run_uploads_and_writes_nothing(package, hub, capsys):
@@ -67,7 +77,7 @@ def test_dry_run_uploads_and_writes_nothing(package, hub, capsys):
     assert _cli(package, "--repo", REPO, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "dry run: would upload to" in out and "(README.md regenerated)" in out
-    for name in ("model.onnx", "config.json", "README.md", "eval/metrics.json", "eval/roc.png"):
+    for name in ("model.onnx", "config.json", "README.md", "eval/metrics.json", "eval/isic2017_roc.png"):
         assert f"  {name}\n" in out
     assert hub.requests == []
     assert (package / "README.md").read_bytes() == readme
@@ -86,17 +96,36 @@ def test_an_unevaluated_package_needs_an_explicit_flag(tmp_path, hub):
         publish_package(folder, REPO, token=TOKEN)
     result = publish_package(folder, REPO, token=TOKEN, allow_unevaluated=True)
     assert set(hub.repo_files(REPO)) == {".gitattributes", "model.onnx", "config.json", "README.md"}
-    assert "No evaluation report was recorded" in hub.repo_files(REPO)["README.md"].decode()
+    assert "No evaluation was recorded" in hub.repo_files(REPO)["README.md"].decode()
     assert result.pinned == f"{REPO}@{result.commit_sha}"
 
 
-def test_metrics_out_of_step_with_the_report_are_refused(package, hub):
-    (package / "eval" / "metrics.json").write_text(
-        (package / "eval" / "metrics.json").read_text().replace('"split": "fake_split.csv:test"', '"split": "other"')
-    )
-    with pytest.raises(PublishError, match="re-run evaluate"):
+def test_metrics_out_of_step_with_the_evaluation_are_refused(package, hub):
+    path = package / "eval" / "metrics.json"
+    raw = json.loads(path.read_text())
+    raw["reports"]["isic2017"]["split"] = "other:test"  # an evaluation config.json does not record
+    path.write_text(json.dumps(raw))
+    with pytest.raises(PublishError, match="do not match .*re-run evaluate"):
+        publish_package(package, REPO, token=TOKEN)
+    path.write_text('{"task": "malignancy"}')
+    with pytest.raises(PublishError, match="not a per-source evaluation"):
         publish_package(package, REPO, token=TOKEN)
     assert hub.requests == []
+
+
+def test_a_lesion_check_package_keeps_its_own_card(tmp_path, hub):
+    folder = make_package(tmp_path / "lesion_check", "lesion_check", config_overrides={"decision_threshold": 0.5})
+    own_card = (folder / "README.md").read_text()
+    with pytest.raises(PublishError, match="metrics.json not found"):
+        publish_package(folder, REPO, token=TOKEN)
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.9, 0.4, 0.3, 0.2])
+    write_report(compute_report(y, np.stack([p, 1 - p], 1), ("lesion", "not_lesion"), task="lesion_check",
+                                positive_label="lesion", threshold=0.5), folder / "eval")
+    result = publish_package(folder, REPO, token=TOKEN)
+    files = hub.repo_files(REPO)
+    assert not result.card_changed and files["README.md"].decode() == own_card
+    assert "eval/metrics.json" in files and "eval/EVAL.md" in files
 
 
 def test_no_token_is_a_clear_error(package, hub):

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from skin_demo.config import ONNX_METADATA_KEY
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack, PackageError
-from skin_demo.train import quantize
+from skin_demo.train import quantize, sources
 from skin_demo.train.data import read_ham10000, read_split
 from skin_demo.train.quantize import (
     QuantizeError,
@@ -22,8 +22,9 @@ from skin_demo.train.quantize import (
     quantize_package,
     shape_computation_nodes,
 )
-from skin_demo.train.report import read_report
+from skin_demo.train.report import read_evaluation
 from tests.fake_ham import make_fake_ham10000, write_fake_split
+from tests.fake_isic import make_fake_isic2017
 from tests.tiny_packages import tiny_config
 
 SIZE = 32
@@ -70,6 +71,11 @@ def make_conv_package(folder, task="lesion_type"):
 def fake_data(tmp_path):
     ham = make_fake_ham10000(tmp_path / "ham", per_class=6)
     return ham, write_fake_split(ham, tmp_path / "split.csv")
+
+
+@pytest.fixture
+def fake_isic(tmp_path):
+    return make_fake_isic2017(tmp_path / "isic2017", per_class_and_split=3, size=48)
 
 
 def _cli(*argv) -> int:
@@ -120,15 +126,15 @@ def test_quantized_package_keeps_the_contract_and_the_predictions(tmp_path, fake
     assert "Quantized: static int8" in (tmp_path / "int8" / "README.md").read_text()
 
 
-def test_calibration_uses_the_training_split_and_every_class(fake_data):
+def test_calibration_uses_the_training_split_of_every_source_and_class(fake_data, fake_isic):
     ham, split = fake_data
-    samples = read_ham10000(ham)
-    assignment = read_split(split)
-    chosen = calibration_samples(samples, assignment, 7)
-    assert len(chosen) == 7 and all(assignment[s.image_id] == "train" for s in chosen)
-    assert len({s.dx for s in chosen}) == 7  # one of each class before a second of any
-    assert chosen == calibration_samples(samples, assignment, 7)  # seeded
-    assert len(calibration_samples(samples, assignment, 10_000)) == sum(v == "train" for v in assignment.values())
+    train = sources.samples(sources.label_table(ham, split, fake_isic), "train")
+    chosen = calibration_samples(train, 10)
+    assert len(chosen) == 10 and {s.image_id for s in chosen} <= {s.image_id for s in train}
+    # One of each (source, class) group before a second of any: 7 HAM10000 classes, 3 ISIC 2017 ones.
+    assert len({(s.source, s.dx) for s in chosen}) == 10
+    assert chosen == calibration_samples(train, 10)  # seeded
+    assert len(calibration_samples(train, 10_000)) == len(train)
 
 
 def test_refusals(tmp_path, fake_data):
@@ -144,23 +150,26 @@ def test_refusals(tmp_path, fake_data):
         quantize_package(tmp_path / "nothing", tmp_path / "out", calib)
 
 
-def test_cli_quantize_and_evaluate(tmp_path, fake_data, capsys):
+def test_cli_quantize_and_evaluate(tmp_path, fake_data, fake_isic, capsys):
     ham, split = fake_data
     source = make_conv_package(tmp_path / "fp32", task="malignancy")
     out = tmp_path / "int8"
-    assert _cli(source, "--data", ham, "--split", split, "--out", out, "--calibration-images", "10",
-                "--evaluate", "--batch-size", "4") == 0
+    assert _cli(source, "--ham", ham, "--split", split, "--isic2017", fake_isic, "--out", out,
+                "--calibration-images", "10", "--evaluate", "--batch-size", "4") == 0
     printed = capsys.readouterr().out
     assert "calibrating on 10 training-split images" in printed
-    assert "fp32 vs int8 on" in printed and "balanced_accuracy" in printed and "sensitivity" in printed
-    assert "same predicted label for" in printed
+    assert "fp32 vs int8 on " in printed and "isic2017/labels.csv:test, 9 images" in printed
+    assert "balanced_accuracy" in printed and "sensitivity" in printed and "same predicted label for" in printed
     pack = ModelPack.load(out)
-    assert pack.config.metrics["split"].endswith("split.csv:test")
-    assert "sensitivity" in pack.config.metrics
+    assert pack.config.metrics["ham10000"]["split"].endswith("split.csv:test")
+    assert "sensitivity" in pack.config.metrics["isic2017"]
+    assert "10 training-split images (7 ham10000, 3 isic2017)" in pack.config.provenance["quantization"][
+        "calibration_data"]
     comparison = pack.config.provenance["quantization"]["fp32_vs_int8"]
-    assert comparison["n"] == 14 and 0.0 <= comparison["same_label"] <= 1.0
-    report = read_report(out / "eval")
-    assert report.n == 14 and report.binary.threshold == 0.4
+    assert comparison["ham10000"]["n"] == 14 and comparison["isic2017"]["n"] == 9
+    assert 0.0 <= comparison["isic2017"]["same_label"] <= 1.0
+    evaluation = read_evaluation(out / "eval")
+    assert evaluation.reports["ham10000"].n == 14 and evaluation.reports["isic2017"].binary.threshold == 0.4
     # The source package is untouched.
     assert ModelPack.load(source).config.metrics == {"split": "tests:synthetic", "balanced_accuracy": 0.5,
                                                      "accuracy": 0.5}
@@ -170,11 +179,11 @@ def test_cli_evaluate_with_limit_does_not_record_metrics(tmp_path, fake_data, ca
     ham, split = fake_data
     source = make_conv_package(tmp_path / "fp32")
     out = tmp_path / "int8"
-    assert _cli(source, "--data", ham, "--split", split, "--out", out, "--calibration-images", "7",
+    assert _cli(source, "--ham", ham, "--split", split, "--out", out, "--calibration-images", "7",
                 "--evaluate", "--limit", "5") == 0
     assert "metrics are left empty" in capsys.readouterr().out
     assert ModelPack.load(out).config.metrics == {} and not (out / "eval").exists()
-    assert _cli(tmp_path / "missing", "--data", ham, "--split", split, "--out", out) == 1
+    assert _cli(tmp_path / "missing", "--ham", ham, "--split", split, "--out", out) == 1
 
 
 def make_same_pad_package(folder):

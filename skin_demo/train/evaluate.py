@@ -1,11 +1,15 @@
-"""Evaluate an exported model package on a held-out split, the way the app will run it.
+"""Evaluate an exported model package on the held-out split of every data source, the way the app runs it.
 
-`python -m skin_demo.train evaluate models/<task> --data <HAM10000> --split models/ham10000_split.csv`
+`python -m skin_demo.train evaluate models/<task> --ham ../shared/data/ham10000 --split models/ham10000_split.csv
+    --isic2017 ../shared/data/isic2017`
 
 The numbers come from the package's ONNX file through `ModelPack` (ONNX Runtime), with images read by
-`imaging.load_image` and `imaging.preprocess` driven by the package's own config: the exact serving path, not the
-training framework. The report goes to `<package>/eval/` (metrics.json, EVAL.md, plots), its headline numbers into
-the package config's `metrics` (config.json and the copy inside model.onnx), and the model card is regenerated.
+`imaging.load_image` and `imaging.preprocess` driven by the package's own config, and the malignancy call made by
+`skin_demo.postprocess` at the package's decision threshold: the exact serving path, not the training framework.
+Each source is measured on its own test split (HAM10000: the committed lesion-grouped split; ISIC 2017: the
+challenge's test split, from `sources.isic2017_table`) and reported side by side: in `<package>/eval/`
+(metrics.json, EVAL.md, per-source plots), in the package config's `metrics` (config.json and the copy inside
+model.onnx) and in the regenerated model card. The side-by-side table is printed too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,68 +30,126 @@ import onnxruntime as ort
 from skin_demo.config import PackageConfig, PreprocessConfig
 from skin_demo.imaging import ImageError, load_image, preprocess
 from skin_demo.modelpack import ModelPack, PackageError
+from skin_demo.postprocess import decision_threshold, malignancy_flag, positive_probability
+from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
-from skin_demo.train.data import IGNORE_LABEL, DataError, Sample, label_index, read_ham10000, read_split, task_labels
-from skin_demo.train.metrics import EvalReport, compute_report
-from skin_demo.train.report import write_report
+from skin_demo.train.data import IGNORE_LABEL, DataError, Sample, label_index, task_labels
+from skin_demo.train.metrics import EvalReport, Evaluation, compute_report
+from skin_demo.train.report import missed_targets, side_by_side_table, write_evaluation
 
 EVAL_DIR = "eval"
 DEFAULT_BATCH_SIZE = 32
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The project's targets per task and test source (issue 7), recorded with every evaluation so the card and the
+# closing note say plainly which are missed.
+TARGETS = {
+    "lesion_type": {"ham10000": {"balanced_accuracy": 0.80, "accuracy": 0.87}, "isic2017": {"balanced_accuracy": 0.70}},
+    "malignancy": {"ham10000": {"roc_auc": 0.95, "sensitivity": 0.90}, "isic2017": {"roc_auc": 0.85}},
+}
 
 
 class EvaluationError(ValueError):
     """The package and the data do not fit together (unknown labels, nothing to evaluate, unreadable images)."""
 
 
+@dataclass(frozen=True)
+class HeldOutSet:
+    """One source's held-out images, and how reports name them (e.g. "models/ham10000_split.csv:test")."""
+
+    source: str
+    split: str
+    samples: tuple[Sample, ...]
+
+
+def held_out_sets(
+    ham: Path,
+    ham_split: Path,
+    isic2017: Path | None = None,
+    *,
+    subset: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[HeldOutSet]:
+    """The `subset` images of HAM10000 (split by `ham_split`) and, when given, of ISIC 2017 (the challenge split).
+
+    `limit` keeps a seeded random `limit` images of each source (a quick check). Raises DataError for data that
+    do not match their label files, EvaluationError when a source has no images in `subset`.
+    """
+    tables = [("ham10000", sources.ham10000_table(ham, ham_split), split_name(ham_split, subset))]
+    if isic2017 is not None:
+        tables.append(("isic2017", sources.isic2017_table(isic2017), f"{Path(isic2017).name}/labels.csv:{subset}"))
+    sets = []
+    for source, table, name in tables:
+        chosen = sorted(sources.samples(table, subset), key=lambda s: s.image_id)
+        if not chosen:
+            found = sorted(set(table["split"]))
+            raise EvaluationError(f"{source} has no {subset!r} images (its subsets: {found})")
+        if limit is not None and limit < len(chosen):
+            keep = np.random.default_rng(seed).permutation(len(chosen))[:limit]
+            chosen = [chosen[i] for i in sorted(keep)]
+            name += f" (seeded random {len(chosen)} images)"
+        sets.append(HeldOutSet(source, name, tuple(chosen)))
+    return sets
+
+
 def evaluate_package(
     package_dir: Path | str,
-    samples: Sequence[Sample],
+    sets: Sequence[HeldOutSet],
     *,
-    split: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     pack: ModelPack | None = None,
-) -> EvalReport:
-    """Run the package in `package_dir` over `samples` and measure it.
+) -> Evaluation:
+    """Run the package in `package_dir` over each held-out set and measure it: one `EvalReport` per source.
 
-    Samples without a label for the package's task (e.g. benign/malignant-only images for lesion_type) are
-    skipped and counted in `report.extra["skipped_unlabelled"]`. For a two-label task the decision threshold is
-    the package's `decision_threshold` (0.5 when it has none). `split` names what was evaluated in the report.
-    `pack` reuses an already loaded package. Raises PackageError for a broken package, EvaluationError when the
-    samples do not fit it, ImageError for an unreadable image.
+    Samples without a label for the package's task are skipped and counted in the report's
+    `extra["skipped_unlabelled"]`. `pack` reuses an already loaded package. Raises PackageError for a broken
+    package, EvaluationError when the samples do not fit it, ImageError for an unreadable image.
     """
     package_dir = Path(package_dir)
     pack = pack or ModelPack.load(package_dir, threads=threads)
     config = pack.config
-    labelled, targets = label_samples(samples, config)
     start = time.perf_counter()
-    (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size)
-    report = report_for(config, targets, probs, split=split)
-    return dataclasses.replace(
-        report,
+    reports = {}
+    for held_out in sets:
+        labelled, targets = label_samples(held_out.samples, config)
+        (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size)
+        report = report_for(config, targets, probs, split=held_out.split)
+        reports[held_out.source] = dataclasses.replace(report, extra={
+            "skipped_unlabelled": len(held_out.samples) - len(labelled),
+            "inference_ms_per_image": round(1000 * seconds[0] / len(labelled), 2),
+        })
+    return Evaluation(
+        task=config.task,
+        labels=config.labels,
+        reports=reports,
+        targets={s: t for s, t in TARGETS.get(config.task, {}).items() if s in reports},
         extra={
-            **report.extra,
             "package": _display_path(package_dir),
             "runtime": f"ONNX Runtime {ort.__version__} (CPU)",
             "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "skipped_unlabelled": len(samples) - len(labelled),
             "seconds": round(time.perf_counter() - start, 1),
-            "inference_ms_per_image": round(1000 * seconds[0] / max(1, len(labelled)), 2),
         },
     )
 
 
 def report_for(config: PackageConfig, targets: np.ndarray, probs: np.ndarray, *, split: str | None) -> EvalReport:
-    """`compute_report` with the package's labels, task and (two-label task) decision threshold."""
-    binary = len(config.labels) == 2
+    """`compute_report` with the package's labels; a malignancy package's calls come from `skin_demo.postprocess`
+    (P(malignant) over its malignant_labels, flagged at its decision_threshold), exactly as the app calls them."""
+    if len(config.labels) != 2 or len(config.malignant_labels) != 1:
+        return compute_report(targets, probs, config.labels, task=config.task, split=split)
+    positive = config.malignant_labels[0]
+    scores = [positive_probability(dict(zip(config.labels, row)), config) for row in probs.tolist()]
+    flagged = np.array([malignancy_flag(p, config).flagged for p in scores])
+    pos = config.labels.index(positive)
     return compute_report(
         targets,
         probs,
         config.labels,
         task=config.task,
-        positive_label=_positive_label(config) if binary else None,
-        threshold=(config.decision_threshold if config.decision_threshold is not None else 0.5) if binary else None,
+        positive_label=positive,
+        threshold=decision_threshold(config),
+        predicted=np.where(flagged, pos, 1 - pos),
         split=split,
     )
 
@@ -151,9 +214,8 @@ def preprocessed_batches(
     # The same JPEG draft size the app's Predictor uses, so evaluation decodes exactly as serving does.
     draft_size = math.floor(min(pre.size) / pre.crop_pct)
     for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
         arrays = []
-        for sample in chunk:
+        for sample in samples[start:start + batch_size]:
             try:
                 image = load_image(sample.path, draft_size=draft_size)
             except ImageError as exc:
@@ -162,10 +224,10 @@ def preprocessed_batches(
         yield np.stack(arrays)
 
 
-def record_evaluation(package_dir: Path | str, report: EvalReport) -> PackageConfig:
-    """Make `report` the package's official evaluation.
+def record_evaluation(package_dir: Path | str, evaluation: Evaluation) -> PackageConfig:
+    """Make `evaluation` the package's official one.
 
-    Writes the report into `<package>/eval/`, merges its headline numbers into the config's `metrics`
+    Replaces `<package>/eval/` with it, sets the config's `metrics` to its per-source headline numbers
     (config.json and the copy embedded in model.onnx, via package_files.write_package_config), checks the package
     still loads, and regenerates the model card. Returns the new config.
     """
@@ -173,29 +235,15 @@ def record_evaluation(package_dir: Path | str, report: EvalReport) -> PackageCon
 
     package_dir = Path(package_dir)
     old = ModelPack.load(package_dir, threads=1).config
-    write_report(report, package_dir / EVAL_DIR, title=f"Evaluation: {old.task} package")
-    config = dataclasses.replace(old, metrics={**old.metrics, **report.headline()})
-    write_package_config(package_dir, config)
+    folder = package_dir / EVAL_DIR
+    if folder.is_dir():  # plots of an older evaluation must not linger next to the new numbers
+        for stale in (p for p in folder.iterdir() if p.is_file()):
+            stale.unlink()
+    write_evaluation(evaluation, folder, title=f"Evaluation: {old.task} package")
+    write_package_config(package_dir, dataclasses.replace(old, metrics=evaluation.headline()))
     config = ModelPack.load(package_dir, threads=1).config  # proves config.json and the embedded copy still agree
-    write_model_card(package_dir, config, report)
+    write_model_card(package_dir, config, evaluation)
     return config
-
-
-def select_samples(
-    samples: Sequence[Sample], split: dict[str, str], subset: str, *, limit: int | None = None, seed: int = 0
-) -> list[Sample]:
-    """The samples the split assigns to `subset`, sorted by image id; `limit` keeps a seeded random share of them.
-
-    Raises EvaluationError when the split has no images of that subset among `samples`.
-    """
-    chosen = sorted((s for s in samples if split.get(s.image_id) == subset), key=lambda s: s.image_id)
-    if not chosen:
-        found = sorted(set(split.values()))
-        raise EvaluationError(f"the split has no {subset!r} images among the data (its subsets: {found})")
-    if limit is not None and limit < len(chosen):
-        order = np.random.default_rng(seed).permutation(len(chosen))[:limit]
-        chosen = [chosen[i] for i in sorted(order)]
-    return chosen
 
 
 def split_name(split_path: Path, subset: str) -> str:
@@ -213,16 +261,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `evaluate` subcommand."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="evaluate an exported package on the held-out split through ONNX Runtime",
+        help="evaluate an exported package on each source's held-out split through ONNX Runtime",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("package", type=Path, help="package folder (model.onnx + config.json), e.g. models/lesion_type")
-    parser.add_argument("--data", type=Path, required=True, help="HAM10000 folder (HAM10000_metadata.csv + images)")
-    parser.add_argument("--split", type=Path, required=True, help="split CSV (image_id, lesion_id, dx, split)")
-    parser.add_argument("--subset", default="test", help="which subset of the split to evaluate (default: test)")
+    parser.add_argument("--ham", "--data", dest="ham", type=Path, required=True,
+                        help="HAM10000 folder (HAM10000_metadata.csv + images); --data is the older spelling")
+    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (image_id, ..., split)")
+    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder (labels.csv + images): a second test source")
+    parser.add_argument("--subset", default="test", help="which subset of each split to evaluate (default: test)")
     parser.add_argument(
-        "--limit", type=int, help="evaluate a seeded random N of the subset (a quick check; needs --out)"
+        "--limit", type=int, help="evaluate a seeded random N of each source's subset (a quick check; needs --out)"
     )
     parser.add_argument(
         "--out",
@@ -247,55 +297,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pack = ModelPack.load(args.package, threads=args.threads)
-        samples = select_samples(
-            read_ham10000(args.data), read_split(args.split), args.subset, limit=args.limit, seed=args.seed
-        )
-        name = split_name(args.split, args.subset)
-        if args.limit is not None:
-            name += f" (seeded random {len(samples)} images)"
-        print(f"evaluating {pack.config.task} package {args.package} on {name}: {len(samples)} images", flush=True)
-        report = evaluate_package(args.package, samples, split=name, batch_size=args.batch_size, pack=pack)
+        sets = held_out_sets(args.ham, args.split, args.isic2017, subset=args.subset, limit=args.limit,
+                             seed=args.seed)
+        for held_out in sets:
+            print(f"evaluating {pack.config.task} package {args.package} on {held_out.split}: "
+                  f"{len(held_out.samples)} images", flush=True)
+        evaluation = evaluate_package(args.package, sets, batch_size=args.batch_size, pack=pack)
         if args.out is None:
-            record_evaluation(args.package, report)
+            record_evaluation(args.package, evaluation)
             out = Path(args.package) / EVAL_DIR
             updated = f"; updated {Path(args.package) / 'config.json'} metrics and README.md"
         else:
-            write_report(report, args.out, title=f"Evaluation: {report.task} package")
+            write_evaluation(evaluation, args.out, title=f"Evaluation: {evaluation.task} package")
             out, updated = args.out, " (package left unchanged)"
     except (PackageError, DataError, ImageError, EvaluationError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(summary_line(report))
-    weak = report.weak_classes()
-    if weak:
-        print(f"weak classes: {', '.join(weak)}")
+    headlines = evaluation.headline()
+    print(f"\n{evaluation.task} package {evaluation.extra['package']} ({evaluation.extra['runtime']}):\n")
+    print(side_by_side_table(headlines))
+    missed = missed_targets(headlines)
+    print("\n" + ("targets missed:\n" + "\n".join(f"  {line}" for line in missed) if missed else "all targets met"))
     print(f"wrote {out}{updated}")
     return 0
-
-
-def summary_line(report: EvalReport) -> str:
-    """One line of headline numbers for a terminal."""
-    parts = [
-        f"n={report.n}",
-        f"balanced_accuracy={_f(report.balanced_accuracy)}",
-        f"accuracy={_f(report.accuracy)}",
-        f"macro_f1={_f(report.macro_f1)}",
-        f"roc_auc={_f(report.roc_auc)}",
-    ]
-    if report.binary is not None:
-        b = report.binary
-        parts += [
-            f"sensitivity={_f(b.sensitivity)}",
-            f"specificity={_f(b.specificity)}",
-            f"threshold={b.threshold:.4f}",
-        ]
-    return f"{report.task}: " + " ".join(parts)
-
-
-def _positive_label(config: PackageConfig) -> str:
-    if len(config.malignant_labels) == 1:
-        return config.malignant_labels[0]
-    return "malignant" if "malignant" in config.labels else config.labels[1]
 
 
 def _display_path(path: Path) -> str:
@@ -303,8 +327,3 @@ def _display_path(path: Path) -> str:
         return path.resolve().relative_to(REPO_ROOT).as_posix()
     except ValueError:
         return str(path)
-
-
-def _f(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-

@@ -1,9 +1,9 @@
-"""Classification metrics for a model package's evaluation, in plain numpy.
+"""Classification metrics for a model package's evaluation, computed by scikit-learn, returned as typed results.
 
 `compute_report` turns true labels and predicted probabilities into an `EvalReport`: accuracy, balanced accuracy,
 per-class precision / recall / F1 / one-vs-rest ROC AUC, the confusion matrix and, for a two-label task, the ROC
-curve with sensitivity and specificity at the decision threshold. `choose_threshold` picks that threshold on
-validation data. numpy only (no scikit-learn): the same numbers must come out wherever the package is evaluated.
+curve with sensitivity and specificity at the decision threshold. `Evaluation` holds one report per data source
+(HAM10000 test, ISIC 2017 test, ...), side by side. `choose_threshold` picks a decision threshold on validation data.
 
 Undefined quantities (a class with no test images has no recall, one the model never predicts has no precision,
 an ROC AUC needs both positives and negatives) are None, never NaN, and never an exception.
@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.stats import binomtest
+from sklearn import metrics as sk
 
 # A class counts as weak when its F1 or its recall on the held-out split is below this.
 WEAK_CLASS_FLOOR = 0.5
@@ -69,7 +72,7 @@ class EvalReport:
     labels: tuple[str, ...]
     n: int
     accuracy: float
-    balanced_accuracy: float | None  # mean recall over the labels that have test images
+    balanced_accuracy: float | None  # mean recall over the labels that have test images (ISIC 2017: nv/bkl/mel)
     macro_f1: float | None  # mean F1 over the labels that are present or predicted
     macro_roc_auc: float | None  # mean one-vs-rest ROC AUC over the labels where it is defined
     per_class: tuple[ClassMetrics, ...]
@@ -113,10 +116,14 @@ class EvalReport:
         }
         if self.split is not None:
             out = {"split": self.split, **out}
+        present = [c.label for c in self.per_class if c.support > 0]
+        if len(present) < len(self.labels):
+            out["balanced_accuracy_over"] = present
         if self.binary is not None:
             out["sensitivity"] = _round(self.binary.sensitivity)
             out["specificity"] = _round(self.binary.specificity)
             out["threshold"] = _round(self.binary.threshold)
+        out["weak_classes"] = self.weak_classes()
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +186,62 @@ class EvalReport:
         return cls.from_dict(json.loads(text))
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One package measured on the held-out set of each data source, side by side (a package's eval/metrics.json).
+
+    `reports` maps a source name ("ham10000", "isic2017") to its `EvalReport`, in the order they were evaluated;
+    `targets` maps a source to {headline metric: the minimum the project aims for}.
+    """
+
+    task: str
+    labels: tuple[str, ...]
+    reports: dict[str, EvalReport]
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # package, runtime, when
+
+    def headline(self) -> dict[str, dict[str, Any]]:
+        """Per source, the numbers that go into a package config's `metrics`, with that source's targets."""
+        out = {}
+        for source, report in self.reports.items():
+            out[source] = report.headline()
+            if self.targets.get(source):
+                out[source]["targets"] = dict(self.targets[source])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(
+            {
+                "task": self.task,
+                "labels": self.labels,
+                "reports": {source: report.to_dict() for source, report in self.reports.items()},
+                "targets": self.targets,
+                "extra": self.extra,
+            }
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Evaluation:
+        """Rebuild from `to_dict` output; raises ValueError for anything else."""
+        try:
+            return cls(
+                task=str(raw["task"]),
+                labels=tuple(str(v) for v in raw["labels"]),
+                reports={str(k): EvalReport.from_dict(v) for k, v in raw["reports"].items()},
+                targets={str(k): {str(m): float(x) for m, x in v.items()} for k, v in (raw.get("targets") or {}).items()},
+                extra=dict(raw.get("extra") or {}),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not an evaluation: {exc!r}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> Evaluation:
+        return cls.from_dict(json.loads(text))
+
+
 def compute_report(
     y_true: Sequence[int] | np.ndarray,
     probs: np.ndarray,
@@ -187,14 +250,16 @@ def compute_report(
     task: str,
     positive_label: str | None = None,
     threshold: float | None = None,
+    predicted: np.ndarray | None = None,
     split: str | None = None,
 ) -> EvalReport:
     """Measure predicted probabilities `probs` [N, K] against true label indices `y_true` [N].
 
     The predicted label is the arg-max of `probs`, except for a two-label task, where it is the positive label
-    when p(positive) >= `threshold` (default 0.5) -- the same rule the app applies with the package's
-    decision_threshold, so accuracy and the confusion matrix describe what a user would see. `positive_label`
-    defaults to "malignant" when it is a label, else to the second label.
+    when p(positive) >= `threshold` (default 0.5) -- the rule the app applies with the package's
+    decision_threshold, so accuracy and the confusion matrix describe what a user would see. `predicted` (label
+    indices [N]) overrides that rule with calls made elsewhere (evaluate passes postprocess.malignancy_flag's).
+    `positive_label` defaults to "malignant" when it is a label, else to the second label.
 
     Raises ValueError for mismatched shapes, label indices outside [0, K) or an empty input.
     """
@@ -215,9 +280,8 @@ def compute_report(
     if not np.all(np.isfinite(p)):
         raise ValueError("probs contains NaN or infinite values")
     y = y.astype(np.int64)
-    n = int(y.shape[0])
 
-    binary: BinaryMetrics | None = None
+    pos = None
     if k == 2:
         if positive_label is None:
             positive_label = "malignant" if "malignant" in labels else labels[1]
@@ -230,107 +294,61 @@ def compute_report(
         if positive_label is not None or threshold is not None:
             raise ValueError("positive_label and threshold only apply to a two-label task")
         pred = p.argmax(axis=1)
+    if predicted is not None:
+        pred = np.asarray(predicted, dtype=np.int64)
+        if pred.shape != y.shape or pred.min() < 0 or pred.max() >= k:
+            raise ValueError(f"predicted must hold [{y.shape[0]}] label indices in [0, {k})")
 
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-
-    per_class = []
-    for i, label in enumerate(labels):
-        fp = int(predicted[i] - tp[i])
-        fn = int(support[i] - tp[i])
-        per_class.append(
-            ClassMetrics(
-                label=label,
-                support=int(support[i]),
-                predicted=int(predicted[i]),
-                precision=_ratio(tp[i], predicted[i]),
-                recall=_ratio(tp[i], support[i]),
-                # 2TP / (2TP + FP + FN) equals the harmonic mean of precision and recall where both exist, and is
-                # 0 (not undefined) for a present class the model never predicts.
-                f1=_ratio(2 * tp[i], 2 * tp[i] + fp + fn),
-                roc_auc=roc_auc(y == i, p[:, i]),
-                recall_ci=wilson_interval(int(tp[i]), int(support[i])),
-            )
+    everything = list(range(k))
+    cm = sk.confusion_matrix(y, pred, labels=everything)
+    # zero_division=nan marks what is undefined (precision of a label never predicted, recall of one never seen);
+    # F1 is 2TP / (2TP + FP + FN), so a present label the model never predicts gets 0, not undefined.
+    precision, recall, f1, support = sk.precision_recall_fscore_support(
+        y, pred, labels=everything, zero_division=np.nan
+    )
+    aucs = [_auc(y == i, p[:, i]) for i in everything]
+    per_class = tuple(
+        ClassMetrics(
+            label=label,
+            support=int(support[i]),
+            predicted=int(cm[:, i].sum()),
+            precision=_none_if_nan(precision[i]),
+            recall=_none_if_nan(recall[i]),
+            f1=_none_if_nan(f1[i]),
+            roc_auc=aucs[i],
+            recall_ci=wilson_interval(int(cm[i, i]), int(support[i])),
         )
-
-    if k == 2:
-        pos = labels.index(positive_label)
-        is_pos = y == pos
+        for i, label in enumerate(labels)
+    )
+    binary = None
+    if pos is not None:
         binary = BinaryMetrics(
             positive_label=positive_label,
             threshold=threshold,
-            roc_auc=roc_auc(is_pos, p[:, pos]),
+            roc_auc=aucs[pos],
             sensitivity=per_class[pos].recall,
             specificity=per_class[1 - pos].recall,
-            roc=roc_curve(is_pos, p[:, pos]),
+            roc=_roc(y == pos, p[:, pos]),
         )
-
+    defined_aucs = [a for a in aucs if a is not None]
+    with warnings.catch_warnings():
+        # balanced accuracy is over the labels that have test images: sklearn warns about the others, and drops them.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = sk.balanced_accuracy_score(y, pred)
     return EvalReport(
         task=task,
         labels=labels,
-        n=n,
-        accuracy=float(tp.sum() / n),
-        balanced_accuracy=_mean([c.recall for c in per_class]),
-        macro_f1=_mean([c.f1 for c in per_class]),
-        macro_roc_auc=_mean([c.roc_auc for c in per_class]),
-        per_class=tuple(per_class),
+        n=int(y.shape[0]),
+        accuracy=float(sk.accuracy_score(y, pred)),
+        balanced_accuracy=float(balanced),
+        # Macro F1 over the labels present or predicted (sklearn's default label set).
+        macro_f1=float(sk.f1_score(y, pred, average="macro", zero_division=0.0)),
+        macro_roc_auc=float(np.mean(defined_aucs)) if defined_aucs else None,
+        per_class=per_class,
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in cm),
         binary=binary,
         split=split,
-        class_roc=() if k == 2 else tuple(roc_curve(y == i, p[:, i]) for i in range(k)),
-    )
-
-
-def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve of `scores` for the boolean `is_positive`, or None without both classes.
-
-    Computed as the Mann-Whitney U statistic: the probability that a random positive scores higher than a
-    random negative, with ties counted as one half (average ranks), which is exactly the trapezoidal area.
-    """
-    is_positive = np.asarray(is_positive, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = int(is_positive.sum())
-    n_neg = int(is_positive.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = _average_ranks(scores)
-    u = ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> RocCurve | None:
-    """ROC points (false positive rate, true positive rate) at every distinct score used as a threshold.
-
-    A score s is called positive at threshold t when s >= t. Points that lie on a straight line between their
-    neighbours are dropped, as scikit-learn's `roc_curve(drop_intermediate=True)` does. None without both classes.
-    """
-    is_positive = np.asarray(is_positive, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = int(is_positive.sum())
-    n_neg = int(is_positive.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(-scores, kind="mergesort")
-    s = scores[order]
-    hits = is_positive[order]
-    # The last index of each run of equal scores: a threshold can only sit between distinct scores.
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps = np.cumsum(hits)[last].astype(np.float64)
-    fps = (last + 1) - tps
-    thresholds = s[last]
-    if tps.size > 2:
-        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
-    tps = np.r_[0.0, tps]
-    fps = np.r_[0.0, fps]
-    thresholds = np.r_[np.inf, thresholds]
-    return RocCurve(
-        fpr=tuple(float(v) for v in fps / n_neg),
-        tpr=tuple(float(v) for v in tps / n_pos),
-        thresholds=tuple(float(v) for v in thresholds),
+        class_roc=() if k == 2 else tuple(_roc(y == i, p[:, i]) for i in everything),
     )
 
 
@@ -341,8 +359,8 @@ def choose_threshold(
 
     Use VALIDATION data (never the test split the package is reported on): the result becomes the package's
     `decision_threshold`. `y_true` is truthy for positives (the malignant images); `p_positive` is the model's
-    probability of the positive label as serving computes it (softmax of logits / temperature). Sensitivity only
-    falls as t rises, so the answer is the k-th highest positive score, k = ceil(min_sensitivity * positives).
+    probability of the positive label as serving computes it (softmax of logits / temperature). The answer is
+    always one of the positive scores: the k-th highest, k = ceil(min_sensitivity * positives).
 
     Raises ValueError when there are no positives, the shapes differ or min_sensitivity is not in (0, 1].
     """
@@ -352,41 +370,42 @@ def choose_threshold(
         raise ValueError(f"y_true and p_positive must be 1-D and the same length, got {is_pos.shape}, {scores.shape}")
     if not 0.0 < min_sensitivity <= 1.0:
         raise ValueError(f"min_sensitivity must be in (0, 1], got {min_sensitivity!r}")
-    pos_scores = np.sort(scores[is_pos])[::-1]
-    if pos_scores.size == 0:
+    if not is_pos.any():
         raise ValueError("cannot choose a threshold: the data have no positive (malignant) examples")
-    # The small epsilon keeps 0.7 * 10 = 7.000000000000001 from asking for 8 positives.
-    needed = max(1, math.ceil(min_sensitivity * pos_scores.size - 1e-9))
-    return float(pos_scores[needed - 1])
+    if is_pos.all():  # roc_curve needs a negative; one scored below every positive changes no threshold
+        scores = np.r_[scores, scores.min() - 1.0]
+        is_pos = np.r_[is_pos, False]
+    # Every distinct score is a threshold, highest first; tpr only grows. The tolerance keeps 0.7 from asking
+    # for 8 of 10 positives because 0.7 * 10 is 7.000000000000001 in floating point.
+    _, tpr, thresholds = sk.roc_curve(is_pos, scores, drop_intermediate=False)
+    return float(thresholds[np.argmax(tpr >= min_sensitivity - 1e-9)])
 
 
-def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
-    """95% Wilson score interval for a proportion (default z); None when there are no trials.
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval for a proportion (scipy); None when there are no trials.
 
     Used for per-class recall: with 20 test images of a class a recall of 0.60 could be anywhere from 0.39 to 0.78,
     and the report should say so.
     """
     if trials <= 0:
         return None
-    phat = successes / trials
-    denom = 1.0 + z * z / trials
-    centre = (phat + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / trials + z * z / (4 * trials * trials)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of `values`, ties sharing the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    # Start index of every run of equal values, and each element's run.
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
-    ends = np.r_[starts[1:], sorted_values.size]
-    run_of = np.repeat(np.arange(starts.size), ends - starts)
-    mean_rank = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = mean_rank[run_of]
-    return ranks
+def _auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """One-vs-rest ROC AUC, or None without both positives and negatives."""
+    if is_positive.all() or not is_positive.any():
+        return None
+    return float(sk.roc_auc_score(is_positive, scores))
+
+
+def _roc(is_positive: np.ndarray, scores: np.ndarray) -> RocCurve | None:
+    """The ROC curve (collinear points dropped, first threshold +inf), or None without both classes."""
+    if is_positive.all() or not is_positive.any():
+        return None
+    fpr, tpr, thresholds = sk.roc_curve(is_positive, scores)
+    return RocCurve(fpr=tuple(map(float, fpr)), tpr=tuple(map(float, tpr)), thresholds=tuple(map(float, thresholds)))
 
 
 def _roc_from_dict(raw: dict[str, Any] | None) -> RocCurve | None:
@@ -399,13 +418,8 @@ def _roc_from_dict(raw: dict[str, Any] | None) -> RocCurve | None:
     )
 
 
-def _ratio(num: Any, den: Any) -> float | None:
-    return None if den == 0 else float(num) / float(den)
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
 
 
 def _opt_float(value: Any) -> float | None:

@@ -3,14 +3,16 @@
 `python -m skin_demo.train publish models/<task> --repo ORG/NAME [--revision BRANCH] [--private] [--dry-run]`
 
 The package is validated with the serving loader first (a package the app would refuse is never uploaded), its
-model card is regenerated from config.json and eval/metrics.json, and model.onnx, config.json, README.md and
-eval/* go up in one commit. The command prints the commit sha: pin the app to it (SKIN_DEMO_<TASK>_REPO and
+model card is regenerated from config.json and the per-source evaluation in eval/metrics.json (a lesion-check
+package keeps the card its own training wrote), and model.onnx, config.json, README.md and eval/* go up in one
+commit. The command prints the commit sha: pin the app to it (SKIN_DEMO_<TASK>_REPO and
 SKIN_DEMO_<TASK>_REVISION), never to a branch that can move.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -19,11 +21,12 @@ from pathlib import Path
 from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, README_FILE, ModelPack, PackageError
 from skin_demo.train.card import render_model_card
 from skin_demo.train.evaluate import EVAL_DIR
-from skin_demo.train.metrics import EvalReport
-from skin_demo.train.report import read_report
+from skin_demo.train.metrics import Evaluation
+from skin_demo.train.report import METRICS_FILE, read_evaluation
 
 UPLOAD_PATTERNS = [MODEL_FILE, CONFIG_FILE, README_FILE, f"{EVAL_DIR}/*"]
 ENV_PREFIX = "SKIN_DEMO_"  # the app's settings variables (skin_demo/settings.py)
+CARD_TASKS = ("lesion_type", "malignancy")  # whose card card.py renders; other packages bring their own README.md
 
 
 class PublishError(RuntimeError):
@@ -76,19 +79,25 @@ def publish_package(
         pack = ModelPack.load(package_dir, threads=1)
     except PackageError as exc:
         raise PublishError(f"refusing to publish a broken package: {exc}") from None
-    try:
-        report = read_report(package_dir / EVAL_DIR)
-    except ValueError as exc:
-        raise PublishError(str(exc)) from None
-    if report is None and not allow_unevaluated:
-        raise PublishError(
-            f"{package_dir / EVAL_DIR / 'metrics.json'} not found: run `python -m skin_demo.train evaluate "
-            f"{package_dir} --data ... --split ...` first (or pass --allow-unevaluated)"
-        )
-    _check_report_matches(pack, report, package_dir)
-
-    card = render_model_card(pack.config, report, repo_id=repo_id)
     readme = package_dir / README_FILE
+    if pack.config.task in CARD_TASKS:
+        try:
+            evaluation = read_evaluation(package_dir / EVAL_DIR)
+        except ValueError as exc:
+            raise PublishError(f"{exc}: re-run evaluate") from None
+        if evaluation is None and not allow_unevaluated:
+            raise PublishError(
+                f"{package_dir / EVAL_DIR / METRICS_FILE} not found: run `python -m skin_demo.train evaluate "
+                f"{package_dir} --ham ... --split ... --isic2017 ...` first (or pass --allow-unevaluated)"
+            )
+        _check_evaluation_matches(pack, evaluation, package_dir)
+        card = render_model_card(pack.config, evaluation, repo_id=repo_id)
+    else:
+        if not readme.is_file():
+            raise PublishError(f"{readme} not found: a {pack.config.task} package brings its own model card")
+        if not (package_dir / EVAL_DIR / METRICS_FILE).is_file() and not allow_unevaluated:
+            raise PublishError(f"{package_dir / EVAL_DIR / METRICS_FILE} not found (or pass --allow-unevaluated)")
+        card = readme.read_text()
     card_changed = not readme.is_file() or readme.read_text() != card
     files = [MODEL_FILE, CONFIG_FILE, README_FILE]
     if (package_dir / EVAL_DIR).is_dir():
@@ -191,25 +200,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_report_matches(pack: ModelPack, report: EvalReport | None, package_dir: Path) -> None:
-    if report is None:
+def _check_evaluation_matches(pack: ModelPack, evaluation: Evaluation | None, package_dir: Path) -> None:
+    if evaluation is None:
         return
     config = pack.config
-    if report.task != config.task or tuple(report.labels) != tuple(config.labels):
+    source = package_dir / EVAL_DIR / METRICS_FILE
+    if evaluation.task != config.task or tuple(evaluation.labels) != tuple(config.labels):
         raise PublishError(
-            f"{package_dir / EVAL_DIR / 'metrics.json'} is for task {report.task!r} with labels {list(report.labels)}, "
+            f"{source} is for task {evaluation.task!r} with labels {list(evaluation.labels)}, "
             f"but the package is {config.task!r} with {list(config.labels)}: re-run evaluate"
         )
-    recorded = config.metrics.get("balanced_accuracy")
-    measured = report.headline()["balanced_accuracy"]
-    if config.metrics.get("split") != report.split or (recorded is not None and recorded != measured):
+    measured = json.loads(json.dumps(evaluation.headline()))
+    if config.metrics != measured:
         raise PublishError(
-            f"{package_dir / CONFIG_FILE} metrics ({config.metrics.get('split')}, balanced_accuracy {recorded}) do not "
-            f"match {package_dir / EVAL_DIR / 'metrics.json'} ({report.split}, {measured}): re-run evaluate"
+            f"{package_dir / CONFIG_FILE} metrics (sources {sorted(config.metrics)}) do not match {source} "
+            f"(sources {sorted(measured)}, or different numbers): re-run evaluate"
         )
 
 
 def _default_message(pack: ModelPack) -> str:
-    metrics = pack.config.metrics
-    numbers = ", ".join(f"{k} {metrics[k]}" for k in ("balanced_accuracy", "roc_auc") if metrics.get(k) is not None)
+    numbers = ", ".join(
+        f"{source} {key} {headline[key]}"
+        for source, headline in pack.config.metrics.items() if isinstance(headline, dict)
+        for key in ("balanced_accuracy", "roc_auc") if headline.get(key) is not None
+    )
     return f"skin-demo {pack.config.task} package ({pack.config.architecture})" + (f": {numbers}" if numbers else "")

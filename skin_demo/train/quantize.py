@@ -1,13 +1,14 @@
 """Static int8 quantization of a model package with ONNX Runtime.
 
-`python -m skin_demo.train quantize models/<task> --data <HAM10000> --split models/ham10000_split.csv --out DIR
-[--calibration-images 200] [--evaluate]`
+`python -m skin_demo.train quantize models/<task> --ham <HAM10000> --split models/ham10000_split.csv
+[--isic2017 <ISIC 2017>] --out DIR [--calibration-images 200] [--evaluate]`
 
-QDQ format with per-channel weights, calibrated on TRAINING-split images (never the test split the package is
-reported on) that go through `imaging.load_image` + `imaging.preprocess` exactly as in serving. The result is a
-complete package in DIR: model.onnx with the same config embedded (labels, preprocessing, temperature, threshold),
-provenance saying how it was quantized, empty metrics (the fp32 numbers do not carry over), config.json and a card.
-`--evaluate` runs fp32 and int8 on the same test images and prints what quantization cost.
+QDQ format with per-channel weights, calibrated on TRAINING-split images of every source (never the test split the
+package is reported on) that go through `imaging.load_image` + `imaging.preprocess` exactly as in serving. The
+result is a complete package in DIR: model.onnx with the same config embedded (labels, preprocessing, temperature,
+threshold), provenance saying how it was quantized, empty metrics (the fp32 numbers do not carry over),
+config.json and a card. `--evaluate` runs fp32 and int8 on the same test images of each source and prints what
+quantization cost, per source.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import shutil
 import sys
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,20 +32,21 @@ import onnxruntime as ort
 from skin_demo.config import PackageConfig
 from skin_demo.imaging import ImageError
 from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, ModelPack, PackageError
+from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
-from skin_demo.train.data import DataError, Sample, read_ham10000, read_split
+from skin_demo.train.data import DataError, Sample
 from skin_demo.train.evaluate import (
     DEFAULT_BATCH_SIZE,
+    TARGETS,
     EvaluationError,
+    held_out_sets,
     label_samples,
     predict_samples,
     preprocessed_batches,
     record_evaluation,
     report_for,
-    select_samples,
-    split_name,
 )
-from skin_demo.train.metrics import EvalReport
+from skin_demo.train.metrics import EvalReport, Evaluation
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 CALIBRATION_BATCH = 8
@@ -155,25 +157,19 @@ def quantize_package(
     return config
 
 
-def calibration_samples(
-    samples: Sequence[Sample], split: dict[str, str], n: int, *, seed: int = 0
-) -> list[Sample]:
-    """Up to `n` TRAINING-split samples, drawn in turn from each class so rare classes are represented.
-
-    Classes are HAM10000 diagnoses (falling back to benign/malignant). Seeded, so the same call gives the same
-    images. Raises EvaluationError when the split has no training images among `samples`.
-    """
-    train = select_samples(samples, split, "train")
-    by_class: dict[str, list[Sample]] = defaultdict(list)
-    for sample in train:
-        by_class[sample.dx or ("malignant" if sample.malignant else "benign")].append(sample)
+def calibration_samples(train: Sequence[Sample], n: int, *, seed: int = 0) -> list[Sample]:
+    """Up to `n` of the TRAINING-split samples `train`, drawn in turn from each (source, class) group so rare
+    classes and every source are represented. Seeded, so the same call gives the same images."""
+    by_group: dict[str, list[Sample]] = defaultdict(list)
+    for sample in sorted(train, key=lambda s: s.image_id):
+        by_group[f"{sample.source}:{sample.dx or ('malignant' if sample.malignant else 'benign')}"].append(sample)
     rng = np.random.default_rng(seed)
-    queues = {label: [group[i] for i in rng.permutation(len(group))] for label, group in sorted(by_class.items())}
+    queues = {key: [group[i] for i in rng.permutation(len(group))] for key, group in sorted(by_group.items())}
     chosen: list[Sample] = []
     while len(chosen) < n and any(queues.values()):
-        for label in sorted(queues):
-            if queues[label] and len(chosen) < n:
-                chosen.append(queues[label].pop())
+        for key in sorted(queues):
+            if queues[key] and len(chosen) < n:
+                chosen.append(queues[key].pop())
     return sorted(chosen, key=lambda s: s.image_id)
 
 
@@ -224,8 +220,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("package", type=Path, help="fp32 package folder, e.g. models/lesion_type")
-    parser.add_argument("--data", type=Path, required=True, help="HAM10000 folder")
-    parser.add_argument("--split", type=Path, required=True, help="split CSV (calibration uses its train subset)")
+    parser.add_argument("--ham", "--data", dest="ham", type=Path, required=True, help="HAM10000 folder")
+    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (calibration uses its train subset)")
+    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder: calibrate and --evaluate on it too")
     parser.add_argument("--out", type=Path, required=True, help="folder for the int8 package")
     parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
     parser.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax", help="calibration method")
@@ -236,7 +233,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--evaluate", action="store_true", help="evaluate fp32 and int8 on --subset and compare")
     parser.add_argument("--subset", default="test", help="subset for --evaluate (default: test)")
-    parser.add_argument("--limit", type=int, help="--evaluate on a seeded random N images only (a quick check)")
+    parser.add_argument("--limit", type=int, help="--evaluate on a seeded random N images per source (a quick check)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
@@ -247,48 +244,53 @@ def run(args: argparse.Namespace) -> int:
     """The `quantize` command; returns the process exit code."""
     try:
         source = ModelPack.load(args.package)
-        samples = read_ham10000(args.data)
-        split = read_split(args.split)
-        calib = calibration_samples(samples, split, args.calibration_images, seed=args.seed)
-        print(f"calibrating on {len(calib)} training-split images from {args.split}", flush=True)
+        table = sources.label_table(args.ham, args.split, args.isic2017)
+        calib = calibration_samples(sources.samples(table, "train"), args.calibration_images, seed=args.seed)
+        print(f"calibrating on {len(calib)} training-split images", flush=True)
         arrays = list(preprocessed_batches(calib, source.config.preprocess, batch_size=CALIBRATION_BATCH))
-        note = f"{len(calib)} images of the train subset of {split_name(args.split, 'train').rsplit(':', 1)[0]}"
+        used = ", ".join(f"{n} {src}" for src, n in sorted(Counter(s.source for s in calib).items()))
+        note = f"{len(calib)} training-split images ({used}), drawn in turn from each source and class"
         quantize_package(args.package, args.out, arrays, method=args.method, per_channel=not args.per_tensor,
                          reduce_range=not args.full_range, calibration_note=note)
         sizes = ((Path(args.package) / MODEL_FILE).stat().st_size, (Path(args.out) / MODEL_FILE).stat().st_size)
         print(f"wrote int8 package {args.out} (model.onnx {sizes[0] / 1e6:.1f} -> {sizes[1] / 1e6:.1f} MB)")
         if args.evaluate:
-            _evaluate_both(args, source, samples, split, sizes)
+            _evaluate_both(args, source, sizes)
     except (PackageError, QuantizeError, DataError, ImageError, EvaluationError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _evaluate_both(args, source: ModelPack, samples, split, sizes) -> None:
+def _evaluate_both(args, source: ModelPack, sizes) -> None:
+    """fp32 and int8 on the same held-out images of each source: the comparison is printed and (without --limit)
+    recorded in the int8 package with its own per-source evaluation."""
     int8 = ModelPack.load(args.out)
-    chosen = select_samples(samples, split, args.subset, limit=args.limit, seed=args.seed)
-    name = split_name(args.split, args.subset)
-    if args.limit is not None:
-        name += f" (seeded random {len(chosen)} images)"
-    labelled, targets = label_samples(chosen, source.config)
-    (p_fp32, p_int8), seconds = predict_samples([source, int8], labelled, batch_size=args.batch_size)
-    fp32_report = report_for(source.config, targets, p_fp32, split=name)
-    int8_report = report_for(int8.config, targets, p_int8, split=name)
-    comparison = compare(fp32_report, int8_report, p_fp32, p_int8, seconds)
-    print(format_comparison(comparison, sizes))
+    sets = held_out_sets(args.ham, args.split, args.isic2017, subset=args.subset, limit=args.limit, seed=args.seed)
+    comparisons, reports = {}, {}
+    for held_out in sets:
+        labelled, targets = label_samples(held_out.samples, source.config)
+        (p_fp32, p_int8), seconds = predict_samples([source, int8], labelled, batch_size=args.batch_size)
+        fp32_report = report_for(source.config, targets, p_fp32, split=held_out.split)
+        reports[held_out.source] = report_for(int8.config, targets, p_int8, split=held_out.split)
+        comparisons[held_out.source] = compare(fp32_report, reports[held_out.source], p_fp32, p_int8, seconds)
+        print(format_comparison(comparisons[held_out.source], sizes))
     if args.limit is not None:
         print("(--limit: the int8 package's metrics are left empty; evaluate it on the whole split to record them)")
         return
     from skin_demo.train.package_files import write_package_config
 
     provenance = dict(int8.config.provenance)
-    provenance["quantization"] = {**provenance["quantization"], "fp32_vs_int8": comparison}
+    provenance["quantization"] = {**provenance["quantization"], "fp32_vs_int8": comparisons}
     write_package_config(args.out, dataclasses.replace(int8.config, provenance=provenance))
-    int8_report = dataclasses.replace(
-        int8_report, extra={"package": str(args.out), "runtime": f"ONNX Runtime {ort.__version__} (CPU)"}
+    evaluation = Evaluation(
+        task=int8.config.task,
+        labels=int8.config.labels,
+        reports=reports,
+        targets={s: t for s, t in TARGETS.get(int8.config.task, {}).items() if s in reports},
+        extra={"package": str(args.out), "runtime": f"ONNX Runtime {ort.__version__} (CPU)"},
     )
-    record_evaluation(args.out, int8_report)
+    record_evaluation(args.out, evaluation)
     print(f"recorded the int8 evaluation in {Path(args.out) / 'eval'} and {Path(args.out) / CONFIG_FILE}")
 
 

@@ -1,47 +1,80 @@
-"""Write an `EvalReport` to a folder: metrics.json, EVAL.md and PNG plots.
+"""Write evaluations to a folder: metrics.json, EVAL.md and PNG plots, and the Markdown tables the card shares.
 
-The folder is a package's `eval/` (uploaded to the Hub with the model) or any folder a maintainer names. The
-Markdown tables are shared with the model card (`card.py`), so the two never disagree. Plots use matplotlib's
-object API on an Agg canvas: no pyplot global state and no display needed.
+`write_evaluation` writes a package's `eval/`: one metrics.json holding every source's report, an EVAL.md with the
+side-by-side table, and a confusion matrix and ROC plot per source. `write_report` does the same for a single
+report (the lesion check's). The Markdown tables are shared with the model card (`card.py`), so the two never
+disagree. Plots use matplotlib's object API on an Agg canvas: no pyplot global state and no display needed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from skin_demo.taxonomy import colour, display_name
-from skin_demo.train.metrics import SMALL_SUPPORT, WEAK_CLASS_FLOOR, EvalReport
+from skin_demo.train.metrics import SMALL_SUPPORT, WEAK_CLASS_FLOOR, EvalReport, Evaluation
 
 METRICS_FILE = "metrics.json"
 MARKDOWN_FILE = "EVAL.md"
 CONFUSION_PNG = "confusion_matrix.png"
-F1_PNG = "per_class_f1.png"
 ROC_PNG = "roc.png"
-REPORT_FILES = (METRICS_FILE, MARKDOWN_FILE, CONFUSION_PNG, F1_PNG, ROC_PNG)
+REPORT_FILES = (METRICS_FILE, MARKDOWN_FILE, CONFUSION_PNG, ROC_PNG)
+SOURCE_NAMES = {"ham10000": "HAM10000", "isic2017": "ISIC 2017"}  # display names; an unknown source shows as itself
+METRIC_NAMES = {
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "roc_auc": "ROC AUC",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+}
+
+
+def write_evaluation(evaluation: Evaluation, folder: Path, *, title: str | None = None) -> dict[str, Path]:
+    """Write metrics.json, EVAL.md and `<source>_confusion_matrix.png` / `<source>_roc.png` per source into
+    `folder` (created; files of the same names are overwritten). Returns {file name: path}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {METRICS_FILE: folder / METRICS_FILE, MARKDOWN_FILE: folder / MARKDOWN_FILE}
+    paths[METRICS_FILE].write_text(evaluation.to_json())
+    paths[MARKDOWN_FILE].write_text(render_evaluation_markdown(evaluation, title=title))
+    for source, report in evaluation.reports.items():
+        name = column_title(source, report.split)
+        for suffix, figure in ((CONFUSION_PNG, plot_confusion_matrix(report, name)), (ROC_PNG, plot_roc(report, name))):
+            paths[f"{source}_{suffix}"] = folder / f"{source}_{suffix}"
+            _save(figure, paths[f"{source}_{suffix}"])
+    return paths
+
+
+def read_evaluation(folder: Path) -> Evaluation | None:
+    """The evaluation in `folder`/metrics.json, or None when there is none; ValueError for a file that holds none."""
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Evaluation.from_json(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a per-source evaluation written by skin_demo.train evaluate: {exc}") from exc
 
 
 def write_report(report: EvalReport, folder: Path, *, title: str | None = None) -> dict[str, Path]:
-    """Write metrics.json, EVAL.md, confusion_matrix.png, per_class_f1.png and roc.png into `folder`.
-
-    Creates the folder; overwrites files of the same names. Returns {file name: path}.
-    """
+    """One report (no sources): metrics.json, EVAL.md, confusion_matrix.png and roc.png into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / name for name in REPORT_FILES}
     paths[METRICS_FILE].write_text(report.to_json())
     paths[MARKDOWN_FILE].write_text(render_markdown(report, title=title))
     _save(plot_confusion_matrix(report), paths[CONFUSION_PNG])
-    _save(plot_per_class_f1(report), paths[F1_PNG])
     _save(plot_roc(report), paths[ROC_PNG])
     return paths
 
 
 def read_report(folder: Path) -> EvalReport | None:
-    """The report in `folder`/metrics.json, or None when there is none; raises ValueError for a broken file."""
+    """The single report in `folder`/metrics.json, or None when there is none; raises ValueError for a broken file."""
     path = Path(folder) / METRICS_FILE
     if not path.is_file():
         return None
@@ -51,45 +84,81 @@ def read_report(folder: Path) -> EvalReport | None:
         raise ValueError(f"{path} is not an evaluation report written by skin_demo.train: {exc}") from exc
 
 
-def render_markdown(report: EvalReport, *, title: str | None = None, image_dir: str = ".") -> str:
-    """EVAL.md: the headline numbers, the per-class table, weak classes by name, and the confusion matrix."""
-    title = title or f"Evaluation: {report.task}"
-    lines = [f"# {title}", ""]
-    lines.append(f"Evaluated on **{report.split or 'an unnamed set'}**: {report.n} images.")
-    if report.extra.get("package"):
-        lines.append(f"Model: `{report.extra['package']}` ({report.extra.get('runtime', 'ONNX Runtime')}).")
-    lines += ["", headline_table(report), "", "## Per class", "", per_class_table(report), ""]
-    lines += [weak_class_sentence(report), ""]
-    lines += ["## Confusion matrix", "", "Rows: true label. Columns: predicted label.", "", confusion_table(report), ""]
-    lines += [
-        f"![Confusion matrix]({image_dir}/{CONFUSION_PNG})",
-        f"![Per-class F1]({image_dir}/{F1_PNG})",
-        f"![ROC]({image_dir}/{ROC_PNG})",
-        "",
-    ]
+def render_evaluation_markdown(evaluation: Evaluation, *, title: str | None = None) -> str:
+    """EVAL.md: the side-by-side table, then per source its per-class table, weak classes and confusion matrix."""
+    lines = [f"# {title or f'Evaluation: {evaluation.task} package'}", ""]
+    if evaluation.extra.get("package"):
+        lines += [f"Model: `{evaluation.extra['package']}` ({evaluation.extra.get('runtime', 'ONNX Runtime')}), "
+                  "through the serving path (imaging.load_image, imaging.preprocess, ModelPack, postprocess).", ""]
+    lines += [side_by_side_table(evaluation.headline()), ""]
+    for source, report in evaluation.reports.items():
+        name = column_title(source, report.split)
+        lines += [f"## {name}", "", f"`{report.split}`: {report.n} images.", ""]
+        lines += [per_class_table(report), "", weak_class_sentence(report), ""]
+        lines += ["Confusion matrix (rows: true label, columns: predicted label):", "", confusion_table(report), ""]
+        lines += [f"![{name}: confusion matrix](./{source}_{CONFUSION_PNG})", f"![{name}: ROC](./{source}_{ROC_PNG})", ""]
     return "\n".join(lines)
 
 
-def headline_table(report: EvalReport) -> str:
-    """A two-column Markdown table of the summary metrics."""
-    rows = [
-        ("Balanced accuracy (mean per-class recall)", fmt(report.balanced_accuracy)),
-        ("Accuracy", fmt(report.accuracy)),
-        ("Macro F1", fmt(report.macro_f1)),
+def render_markdown(report: EvalReport, *, title: str | None = None) -> str:
+    """EVAL.md of a single report: the headline numbers, the per-class table, weak classes, the confusion matrix."""
+    lines = [f"# {title or f'Evaluation: {report.task}'}", ""]
+    lines += [f"Evaluated on **{report.split or 'an unnamed set'}**: {report.n} images.", ""]
+    positive = report.binary.positive_label if report.binary else "malignant"
+    lines += [side_by_side_table({"": report.headline()}, positive=positive), "", "## Per class", "", per_class_table(report), ""]
+    lines += [weak_class_sentence(report), ""]
+    lines += ["## Confusion matrix", "", "Rows: true label. Columns: predicted label.", "", confusion_table(report), ""]
+    lines += [f"![Confusion matrix](./{CONFUSION_PNG})", f"![ROC](./{ROC_PNG})", ""]
+    return "\n".join(lines)
+
+
+def column_title(source: str, split: str | None) -> str:
+    """A source's column heading: its display name and subset, e.g. "HAM10000 test"."""
+    name = SOURCE_NAMES.get(source, source)
+    subset = split.rsplit(":", 1)[-1] if split and ":" in split else ""
+    return " ".join(part for part in (name, subset) if part) or "result"
+
+
+def side_by_side_table(headlines: dict[str, dict[str, Any]], *, positive: str = "malignant") -> str:
+    """Markdown table with one column per source (headlines as in config.json's `metrics`): the headline
+    numbers, the threshold on P(`positive`) with sensitivity and specificity at it, the weak classes and the
+    targets missed."""
+    columns = list(headlines.items())
+    binary = any("sensitivity" in h for _, h in columns)
+    rows: list[tuple[str, list[str]]] = [
+        ("Images", [str(h.get("n", "—")) for _, h in columns]),
+        ("Balanced accuracy (mean per-class recall)", [_balanced(h) for _, h in columns]),
+        ("Accuracy", [fmt(h.get("accuracy")) for _, h in columns]),
+        ("Macro F1", [fmt(h.get("macro_f1")) for _, h in columns]),
+        (f"ROC AUC ({positive} vs rest)" if binary else "Macro ROC AUC (one-vs-rest, classes present)",
+         [fmt(h.get("roc_auc")) for _, h in columns]),
     ]
-    if report.binary is not None:
-        b = report.binary
+    if binary:
         rows += [
-            (f"ROC AUC ({b.positive_label} vs rest)", fmt(b.roc_auc)),
-            (f"Decision threshold (p({b.positive_label}) >=)", fmt(b.threshold)),
-            ("Sensitivity at the threshold", fmt(b.sensitivity)),
-            ("Specificity at the threshold", fmt(b.specificity)),
+            (f"Decision threshold: P({positive}) >=", [fmt(h.get("threshold"), 4) for _, h in columns]),
+            ("Sensitivity at the threshold", [fmt(h.get("sensitivity")) for _, h in columns]),
+            ("Specificity at the threshold", [fmt(h.get("specificity")) for _, h in columns]),
         ]
-    else:
-        rows.append(("Macro ROC AUC (one-vs-rest)", fmt(report.macro_roc_auc)))
-    out = ["| Metric | Value |", "|---|---|"]
-    out += [f"| {name} | {value} |" for name, value in rows]
+    rows.append((f"Weak classes (F1 or recall < {WEAK_CLASS_FLOOR:.2f})",
+                 [", ".join(h.get("weak_classes") or []) or "none" for _, h in columns]))
+    if any(h.get("targets") for _, h in columns):
+        rows.append(("Targets missed", [_missed_cell(h) for _, h in columns]))
+    header = "| Metric | " + " | ".join(column_title(s, h.get("split")) for s, h in columns) + " |"
+    out = [header, "|---|" + "---:|" * len(columns)]
+    out += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     return "\n".join(out)
+
+
+def missed_targets(headlines: dict[str, dict[str, Any]]) -> list[str]:
+    """Plain sentences for every target a source's headline numbers miss, e.g.
+    "HAM10000 test: balanced accuracy 0.672, target >= 0.80"."""
+    out = []
+    for source, headline in headlines.items():
+        for metric, value, minimum in _misses(headline):
+            shown = "not measured" if value is None else f"{value:.3f}"
+            out.append(f"{column_title(source, headline.get('split'))}: {METRIC_NAMES.get(metric, metric)} {shown}, "
+                       f"target >= {minimum:.2f}")
+    return out
 
 
 def per_class_table(report: EvalReport) -> str:
@@ -152,7 +221,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def plot_confusion_matrix(report: EvalReport) -> Figure:
+def plot_confusion_matrix(report: EvalReport, name: str | None = None) -> Figure:
     """Row-normalised confusion matrix (each row is a true label and sums to 1), annotated with counts."""
     cm = np.asarray(report.confusion_matrix, dtype=np.float64)
     k = len(report.labels)
@@ -171,36 +240,17 @@ def plot_confusion_matrix(report: EvalReport) -> Figure:
         for j in range(k):
             ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=7,
                     color="white" if share[i, j] > 0.55 else "black")
-    ax.set_title(f"{report.task}: confusion matrix (n={report.n})")
+    ax.set_title(f"{report.task}, {name or report.split or 'test'}: confusion matrix (n={report.n})", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def plot_per_class_f1(report: EvalReport) -> Figure:
-    """Bar chart of per-class F1 with the weak-class floor drawn in; undefined F1 shows as an empty slot."""
-    labels = [c.label for c in report.per_class]
-    values = [c.f1 if c.f1 is not None else 0.0 for c in report.per_class]
-    fig = Figure(figsize=(1.5 + 0.8 * len(labels), 3.6), dpi=110)
-    ax = fig.add_subplot()
-    bars = ax.bar(labels, values, color=[colour(label) for label in labels])
-    for bar, c in zip(bars, report.per_class):
-        text = "n/a" if c.f1 is None else f"{c.f1:.2f}\nn={c.support}"
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.02, text, ha="center", va="bottom", fontsize=7)
-    ax.axhline(WEAK_CLASS_FLOOR, color="#999999", linestyle="--", linewidth=1)
-    ax.text(len(labels) - 0.5, WEAK_CLASS_FLOOR + 0.01, "weak below", ha="right", va="bottom", fontsize=7,
-            color="#666666")
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("F1")
-    ax.set_title(f"{report.task}: per-class F1 (macro {fmt(report.macro_f1, 2)})")
-    fig.tight_layout()
-    return fig
-
-
-def plot_roc(report: EvalReport) -> Figure:
+def plot_roc(report: EvalReport, name: str | None = None) -> Figure:
     """ROC curve: the positive label's with its operating point (two labels), or one-vs-rest per class."""
     fig = Figure(figsize=(4.8, 4.4), dpi=110)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="#BBBBBB", linestyle=":", linewidth=1)
+    where = name or report.split or "test"
     if report.binary is not None:
         b = report.binary
         if b.roc is not None:
@@ -208,12 +258,12 @@ def plot_roc(report: EvalReport) -> Figure:
         if b.sensitivity is not None and b.specificity is not None:
             ax.plot([1 - b.specificity], [b.sensitivity], "o", color="black",
                     label=f"threshold {b.threshold:.3f}: sens {b.sensitivity:.2f}, spec {b.specificity:.2f}")
-        ax.set_title(f"{report.task}: ROC ({b.positive_label} vs rest)")
+        ax.set_title(f"{report.task}, {where}: ROC ({b.positive_label})", fontsize=9)
     else:
         for c, curve in zip(report.per_class, report.class_roc):
             if curve is not None:
                 ax.plot(curve.fpr, curve.tpr, color=colour(c.label), linewidth=1.2, label=f"{c.label} {fmt(c.roc_auc)}")
-        ax.set_title(f"{report.task}: one-vs-rest ROC (macro AUC {fmt(report.macro_roc_auc)})")
+        ax.set_title(f"{report.task}, {where}: one-vs-rest ROC (macro {fmt(report.macro_roc_auc)})", fontsize=9)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false positive rate (1 - specificity)")
@@ -224,6 +274,31 @@ def plot_roc(report: EvalReport) -> Figure:
     return fig
 
 
+def _balanced(headline: dict[str, Any]) -> str:
+    value = fmt(headline.get("balanced_accuracy"))
+    over = headline.get("balanced_accuracy_over")
+    return f"{value} (over {'/'.join(over)})" if over else value
+
+
+def _misses(headline: dict[str, Any]) -> list[tuple[str, float | None, float]]:
+    out = []
+    for metric, minimum in (headline.get("targets") or {}).items():
+        value = headline.get(metric)
+        if value is None or value < minimum:
+            out.append((metric, value, minimum))
+    return out
+
+
+def _missed_cell(headline: dict[str, Any]) -> str:
+    if not headline.get("targets"):
+        return "no targets"
+    misses = _misses(headline)
+    if not misses:
+        return "none"
+    return "; ".join(f"{METRIC_NAMES.get(m, m)} {fmt(v)} < {t:.2f}" for m, v, t in misses)
+
+
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png")
+
