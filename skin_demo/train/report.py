@@ -227,7 +227,7 @@ def plot_confusion_matrix(report: EvalReport, name: str | None = None) -> Figure
     k = len(report.labels)
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    size = 1.2 + 0.75 * k
+    size = max(3.2, 1.2 + 0.75 * k)
     fig = Figure(figsize=(size + 1.2, size), dpi=110)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -240,7 +240,7 @@ def plot_confusion_matrix(report: EvalReport, name: str | None = None) -> Figure
         for j in range(k):
             ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=7,
                     color="white" if share[i, j] > 0.55 else "black")
-    ax.set_title(f"{report.task}, {name or report.split or 'test'}: confusion matrix (n={report.n})", fontsize=9)
+    ax.set_title(f"{report.task}: confusion matrix (n={report.n})\n{name or report.split or 'test'}", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -258,12 +258,12 @@ def plot_roc(report: EvalReport, name: str | None = None) -> Figure:
         if b.sensitivity is not None and b.specificity is not None:
             ax.plot([1 - b.specificity], [b.sensitivity], "o", color="black",
                     label=f"threshold {b.threshold:.3f}: sens {b.sensitivity:.2f}, spec {b.specificity:.2f}")
-        ax.set_title(f"{report.task}, {where}: ROC ({b.positive_label})", fontsize=9)
+        ax.set_title(f"{report.task}: ROC ({b.positive_label} vs rest)\n{where}", fontsize=8)
     else:
         for c, curve in zip(report.per_class, report.class_roc):
             if curve is not None:
                 ax.plot(curve.fpr, curve.tpr, color=colour(c.label), linewidth=1.2, label=f"{c.label} {fmt(c.roc_auc)}")
-        ax.set_title(f"{report.task}, {where}: one-vs-rest ROC (macro {fmt(report.macro_roc_auc)})", fontsize=9)
+        ax.set_title(f"{report.task}: one-vs-rest ROC (macro AUC {fmt(report.macro_roc_auc)})\n{where}", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false positive rate (1 - specificity)")
