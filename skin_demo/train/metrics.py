@@ -378,7 +378,9 @@ def choose_threshold(
     # Every distinct score is a threshold, highest first; tpr only grows. The tolerance keeps 0.7 from asking
     # for 8 of 10 positives because 0.7 * 10 is 7.000000000000001 in floating point.
     _, tpr, thresholds = sk.roc_curve(is_pos, scores, drop_intermediate=False)
-    return float(thresholds[np.argmax(tpr >= min_sensitivity - 1e-9)])
+    reached = tpr >= min_sensitivity - 1e-9
+    reached[0] = False  # thresholds[0] is +inf: nothing called positive
+    return float(thresholds[np.argmax(reached)])
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float] | None:
