@@ -267,13 +267,18 @@ def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(b
 
 def test_page_works_offline_after_the_first_visit(browser, tiny_app, tmp_path):
     photo = files.jpeg(tmp_path / "photo.jpg", 400, 300, seed=7)
-    page = open_page(browser, tiny_app.page_url)
+    page = open_page(browser, tiny_app.url + "on-device")  # without the slash: redirected to /on-device/
+    assert page.url == tiny_app.page_url
+    manifest = page.evaluate("() => fetch('manifest.json').then(r => r.json())")
+    first_use_mb = (manifest["runtime"]["wasm"]["transfer_bytes"] + sum(m["transfer_bytes"] for m in
+                                                                        manifest["models"].values())) / 1e6  # fmt: skip
+    assert f"Downloaded {first_use_mb:.1f} MB for this first use" in page.locator("#load-status").inner_text()
     online = analyse(page, photo)
     page.wait_for_function("() => navigator.serviceWorker.controller !== null")
     page.context.set_offline(True)
     page.reload(wait_until="load")
     page.evaluate("() => window.skinDemo.ready")
-    assert "works offline" in page.locator("#load-status").inner_text()
+    assert "already on this device; the page works offline" in page.locator("#load-status").inner_text()
     offline = analyse(page, photo)
     assert offline["malignancy"] == online["malignancy"] and offline["lesion_check"] == online["lesion_check"]
     page.context.close()

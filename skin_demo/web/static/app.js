@@ -40,7 +40,7 @@ async function start() {
   const progress = $("progress");
   if (plan.missingBytes > 0) {
     status.textContent =
-      `First use: downloading the models and the runtime (${megabytes(plan.transferBytes)}) once. ` +
+      `First use: downloading the models and the runtime (${megabytes(plan.missingTransferBytes)}) once. ` +
       "After that this page works offline.";
     progress.hidden = false;
     progress.max = plan.missingBytes;
@@ -54,8 +54,10 @@ async function start() {
   progress.hidden = true;
   const offline = await worker;
   status.textContent =
-    `Ready: ${Object.keys(engine.packages).length} models on this device` +
-    (offline ? "; works offline." : ".") +
+    (plan.missingBytes > 0
+      ? `Ready. Downloaded ${megabytes(plan.missingTransferBytes)} for this first use; `
+      : "Ready: the models were already on this device; ") +
+    (offline ? "the page works offline from now on." : "offline use is not available in this browser.") +
     (engine.threads > 1 ? ` (${engine.threads} threads)` : "");
   $("models").textContent = Object.values(engine.packages)
     .map((p) => `${p.config.task.replace("_", "-")}: ${p.config.architecture}`)

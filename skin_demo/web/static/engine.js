@@ -151,12 +151,15 @@ async function loadFile(url, contentType, onBytes) {
 export async function downloadPlan(manifest) {
   const files = [manifest.runtime.wasm, ...Object.values(manifest.models)];
   const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
-  let missing = 0;
+  const missing = [];
   for (const file of files) {
-    if (!cache || !(await cache.match(new URL(file.url, manifest.base).href, { ignoreVary: true }))) missing += file.bytes;
+    const url = new URL(file.url, manifest.base).href;
+    if (!cache || !(await cache.match(url, { ignoreVary: true }))) missing.push(file);
   }
-  const transfer = files.reduce((sum, f) => sum + f.transfer_bytes, 0);
-  return { files, missingBytes: missing, transferBytes: transfer, totalBytes: files.reduce((s, f) => s + f.bytes, 0) };
+  return {
+    missingBytes: missing.reduce((sum, f) => sum + f.bytes, 0), // as the page reads them (progress)
+    missingTransferBytes: missing.reduce((sum, f) => sum + f.transfer_bytes, 0), // over the wire
+  };
 }
 
 export class Engine {
