@@ -29,13 +29,15 @@ def test_bench_inference_reports_every_contender(tmp_path, capsys):
     assert "generated" in report["images"]  # no dataset here: generated JPEGs
     assert "skipped" in report["int8"] and "no HAM10000" in report["int8"]  # said plainly, not silently
     names = set(report["per_request"])
-    assert names == {bench_inference.OURS, "baseline 1 (torch eager, 2 models)",
+    assert names == {bench_inference.OURS, bench_inference.OURS_CHECKED, "baseline 1 (torch eager, 2 models)",
                      "baseline 2 (torch ResNet-34, 1 model)", "baseline 2 x2 (torch ResNet-34, 2 models)"}  # fmt: skip
     for name in names:
         steps = report["per_request"][name]["1"]
         assert set(steps) == {"preprocess", "models", "total"}
         assert steps["total"]["p50"] >= steps["models"]["p50"] > 0
-        assert set(report["models_only"][name]["1"]) == {"1", "2"}
+    # The app's whole analysis (with the lesion check) is timed per request; the model-only table is per contender.
+    assert set(report["models_only"]) == names - {bench_inference.OURS_CHECKED}
+    assert any("the check costs" in line for line in report["headline"])
     assert any("phone photo" in row[1] for row in report["preprocess_by_upload"]["rows"])
     assert "request total (batch 1)" in json.dumps(report["ratios"])
     for heading in ("## Per request", "## Models alone", "## Ratios", "## Headline"):

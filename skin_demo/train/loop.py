@@ -19,6 +19,7 @@ import platform
 import random
 import subprocess
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -219,7 +220,7 @@ class _Validation:
         out = {}
         if "lesion_type" in logits:
             probs = torch.softmax(logits["lesion_type"], 1).numpy()
-            out["lesion_type"] = self._per_source(lambda m: balanced_accuracy_score(
+            out["lesion_type"] = self._per_source(lambda m: _balanced_accuracy(
                 self.labels["lesion_type"][m], probs[m].argmax(1)))
             out["lesion_sum_malignancy"] = self._per_source(lambda m: _auc(
                 self.malignant[m], malignant_sum(probs[m])))
@@ -237,6 +238,14 @@ def malignant_sum(lesion_probs: np.ndarray) -> np.ndarray:
     """P(malignant) from lesion-type probabilities [N, 7]: the sum over the malignant codes."""
     columns = [i for i, code in enumerate(LESION_CODES) if code in MALIGNANT_CODES]
     return lesion_probs[:, columns].sum(1)
+
+
+def _balanced_accuracy(y_true, y_pred) -> float:
+    """Mean recall over the classes present in `y_true`. A source with 3 of the 7 classes (ISIC 2017) still gets
+    predictions of the other 4, which is exactly what should count as wrong, so sklearn's warning is noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return balanced_accuracy_score(y_true, y_pred)
 
 
 def _auc(y_true, scores) -> float:
