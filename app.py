@@ -6,6 +6,7 @@ Space's host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, which G
 
 import logging
 import os
+import signal
 import sys
 
 # Before gradio is imported: no usage analytics, no Hub telemetry.
@@ -13,19 +14,24 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from skin_demo.modelpack import PackageError  # noqa: E402
-from skin_demo.settings import SettingsError  # noqa: E402
-from skin_demo.ui import build_app  # noqa: E402
+from skin_demo.settings import Settings, SettingsError, load_models  # noqa: E402
+from skin_demo.ui import build_app, launch  # noqa: E402
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        demo = build_app()
+        settings = Settings.from_env()
+        models = load_models(settings)
+        demo = build_app(settings, models=models)
     except (PackageError, SettingsError) as exc:
         # A broken bundled package or setting is a startup error: say which file or setting, without a traceback.
         print(f"skin-demo cannot start: {exc}", file=sys.stderr)
         return 1
-    demo.launch()
+    # A Space is stopped with SIGTERM: shut down as on Ctrl-C (SIGINT), which closes the server and deletes every
+    # file visitors uploaded, instead of dying with them on disk.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    launch(demo, models)
     return 0
 
 

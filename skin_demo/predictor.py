@@ -1,17 +1,19 @@
-"""One image in, both models' answers out: decode once, preprocess once per distinct config, run both sessions."""
+"""One image in, every model's answer out: decode once, preprocess once per distinct config, run each session,
+then apply the one post-processing rule (`skin_demo.postprocess`): the malignancy flag and the lesion check."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from skin_demo import postprocess
 from skin_demo.config import PreprocessConfig
 from skin_demo.imaging import ImageSource, load_image, preprocess
 from skin_demo.modelpack import ModelPack
+from skin_demo.postprocess import LesionCheck, MalignancyFlag
 from skin_demo.taxonomy import display_name
 
 TOP_K = 3
@@ -28,10 +30,12 @@ class RankedLabel:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Both models' probabilities for one image, plus how long each step took.
+    """The models' probabilities for one image, what the post-processing rule makes of them, and the timings.
 
     malignancy / lesion_type: probability per label, in each package's label order (dicts keep order).
-    malignancy_probability: the malignancy model's probability summed over its malignant_labels.
+    malignancy_probability: P(malignant), the malignancy model's probabilities summed over its malignant_labels.
+    malignancy_flag: whether P(malignant) reaches the malignancy package's decision_threshold.
+    lesion_check: whether the image looks like a skin-lesion close-up (None when no lesion-check package is used).
     lesion_type_malignant_probability: the same sum over the lesion-type model's malignant labels (a second
       opinion from the other model; the two are trained separately and need not agree).
     lesion_type_top: the top-k lesion types, most probable first.
@@ -41,6 +45,8 @@ class Prediction:
     malignancy: dict[str, float]
     lesion_type: dict[str, float]
     malignancy_probability: float
+    malignancy_flag: MalignancyFlag
+    lesion_check: LesionCheck | None
     lesion_type_malignant_probability: float
     lesion_type_top: tuple[RankedLabel, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -51,6 +57,8 @@ class Prediction:
             "malignancy": dict(self.malignancy),
             "lesion_type": dict(self.lesion_type),
             "malignancy_probability": self.malignancy_probability,
+            "malignancy_flag": self.malignancy_flag.to_json(),
+            "lesion_check": None if self.lesion_check is None else self.lesion_check.to_json(),
             "lesion_type_malignant_probability": self.lesion_type_malignant_probability,
             "lesion_type_top": [
                 {"label": r.label, "name": r.name, "probability": r.probability} for r in self.lesion_type_top
@@ -60,21 +68,27 @@ class Prediction:
 
 
 class Predictor:
-    """Runs the malignancy and lesion-type packages on an image. Thread-safe: keeps no per-request state."""
+    """Runs the malignancy, lesion-type and (optional) lesion-check packages on an image.
 
-    def __init__(self, malignancy: ModelPack, lesion_type: ModelPack, *, top_k: int = TOP_K) -> None:
+    Thread-safe: keeps no per-request state.
+    """
+
+    def __init__(
+        self,
+        malignancy: ModelPack,
+        lesion_type: ModelPack,
+        lesion_check: ModelPack | None = None,
+        *,
+        top_k: int = TOP_K,
+    ) -> None:
         self.malignancy = malignancy
         self.lesion_type = lesion_type
+        self.lesion_check = lesion_check
         self.top_k = top_k
+        self.packs = tuple(p for p in (malignancy, lesion_type, lesion_check) if p is not None)
         # Decode JPEGs only at the detail the largest model input needs: the shorter side that preprocess
         # resizes to before cropping.
-        self._draft_size = max(
-            math.floor(min(p.config.preprocess.size) / p.config.preprocess.crop_pct) for p in (malignancy, lesion_type)
-        )
-
-    @property
-    def packs(self) -> tuple[ModelPack, ModelPack]:
-        return self.malignancy, self.lesion_type
+        self._draft_size = max(p.config.preprocess.resize_shorter_side for p in self.packs)
 
     def predict(self, image: ImageSource) -> Prediction:
         """Analyse one image (a path, bytes, a file object or a PIL image).
@@ -91,15 +105,17 @@ class Predictor:
             if cfg not in tensors:
                 tensors[cfg] = preprocess(rgb, cfg)[np.newaxis]
         preprocessed = time.perf_counter()
-        malignancy = self.malignancy.probabilities(tensors[self.malignancy.config.preprocess])[0]
-        lesion_type = self.lesion_type.probabilities(tensors[self.lesion_type.config.preprocess])[0]
+        probs = {pack.config.task: _by_label(pack, pack.probabilities(tensors[pack.config.preprocess])[0])
+                 for pack in self.packs}  # fmt: skip
         inferred = time.perf_counter()
 
-        mal_probs = _by_label(self.malignancy, malignancy)
-        lesion_probs = _by_label(self.lesion_type, lesion_type)
-        order = np.argsort(-lesion_type, kind="stable")[: self.top_k]
-        labels = self.lesion_type.config.labels
-        top = tuple(RankedLabel(labels[i], display_name(labels[i]), float(lesion_type[i])) for i in order)
+        mal_config, type_config = self.malignancy.config, self.lesion_type.config
+        mal_probs, lesion_probs = probs[mal_config.task], probs[type_config.task]
+        malignant = postprocess.positive_probability(mal_probs, mal_config)
+        check = None
+        if self.lesion_check is not None:
+            check = postprocess.lesion_check(probs[self.lesion_check.config.task], self.lesion_check.config)
+        ranked = sorted(lesion_probs.items(), key=lambda item: -item[1])[: self.top_k]
         timings = {
             "decode": 1000 * (decoded - start),
             "preprocess": 1000 * (preprocessed - decoded),
@@ -109,16 +125,14 @@ class Predictor:
         return Prediction(
             malignancy=mal_probs,
             lesion_type=lesion_probs,
-            malignancy_probability=_sum_of(mal_probs, self.malignancy.config.malignant_labels),
-            lesion_type_malignant_probability=_sum_of(lesion_probs, self.lesion_type.config.malignant_labels),
-            lesion_type_top=top,
+            malignancy_probability=malignant,
+            malignancy_flag=postprocess.malignancy_flag(malignant, mal_config),
+            lesion_check=check,
+            lesion_type_malignant_probability=postprocess.positive_probability(lesion_probs, type_config),
+            lesion_type_top=tuple(RankedLabel(label, display_name(label), p) for label, p in ranked),
             timings_ms=timings,
         )
 
 
 def _by_label(pack: ModelPack, probabilities: np.ndarray) -> dict[str, float]:
     return {label: float(p) for label, p in zip(pack.config.labels, probabilities, strict=True)}
-
-
-def _sum_of(probabilities: dict[str, float], labels: tuple[str, ...]) -> float:
-    return min(1.0, max(0.0, float(sum(probabilities[label] for label in labels))))

@@ -1,16 +1,19 @@
-"""Where the two models come from, and the serving knobs: environment variables and an optional settings file.
+"""Where the three models come from, and the serving knobs: environment variables and an optional settings file.
 
-Default: the packages bundled in `models/malignancy` and `models/lesion_type`. Per task a Hugging Face Hub repo
+Default: the packages bundled in `models/malignancy`, `models/lesion_type` and `models/lesion_check` (the check
+that an image is a skin-lesion close-up at all). Per task a Hugging Face Hub repo
 and a pinned revision may be configured instead; if the Hub cannot be reached or serves an invalid package the
 app falls back to the bundled package and says why (log and UI). A broken bundled package is a startup error.
 
 Environment variables (they override the settings file):
   SKIN_DEMO_SETTINGS                  path of a TOML settings file (default: none)
-  SKIN_DEMO_MODELS_DIR                folder with the bundled `malignancy/` and `lesion_type/` packages
+  SKIN_DEMO_MODELS_DIR                folder with the bundled `malignancy/`, `lesion_type/`, `lesion_check/`
   SKIN_DEMO_MALIGNANCY_REPO           Hub repo id of the malignancy package, e.g. org/skin-demo-malignancy
   SKIN_DEMO_MALIGNANCY_REVISION       its pinned revision: a commit sha (best) or a tag
   SKIN_DEMO_LESION_TYPE_REPO          same for the lesion-type package
   SKIN_DEMO_LESION_TYPE_REVISION
+  SKIN_DEMO_LESION_CHECK_REPO         same for the lesion-check package
+  SKIN_DEMO_LESION_CHECK_REVISION
   SKIN_DEMO_HUB_ENDPOINT              Hub URL (default: HF_ENDPOINT, else https://huggingface.co)
   SKIN_DEMO_HUB_TIMEOUT               seconds per Hub HTTP request before the Hub counts as down (default 5)
   SKIN_DEMO_HUB_DEADLINE              seconds for downloading one whole package (default 60)
@@ -41,10 +44,11 @@ from typing import Any
 from skin_demo.examples import DEFAULT_EXAMPLES_DIR
 from skin_demo.hub import DEFAULT_HUB_DEADLINE_S, DEFAULT_HUB_TIMEOUT_S, load_from_hub
 from skin_demo.modelpack import ModelPack, PackageError, available_cpus, default_threads
+from skin_demo.postprocess import LESION_LABEL
 
 log = logging.getLogger(__name__)
 
-TASKS = ("malignancy", "lesion_type")
+TASKS = ("malignancy", "lesion_type", "lesion_check")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 ENV_PREFIX = "SKIN_DEMO_"
@@ -138,18 +142,19 @@ class Settings:
 
 @dataclass(frozen=True)
 class LoadedModels:
-    """The two packages in use, and for each task why the configured Hub package is not in use (if it is not)."""
+    """The three packages in use, and for each task why the configured Hub package is not in use (if it is not)."""
 
     malignancy: ModelPack
     lesion_type: ModelPack
+    lesion_check: ModelPack
     notices: Mapping[str, str] = field(default_factory=dict)
 
     def __iter__(self):
-        return iter((self.malignancy, self.lesion_type))
+        return iter((self.malignancy, self.lesion_type, self.lesion_check))
 
 
 def load_models(settings: Settings | None = None) -> LoadedModels:
-    """Load both packages as configured, falling back to the bundled package when the Hub one fails.
+    """Load the three packages as configured, falling back to the bundled package when the Hub one fails.
 
     Raises PackageError (naming the file) when a bundled package that is needed is missing or invalid.
     """
@@ -160,7 +165,7 @@ def load_models(settings: Settings | None = None) -> LoadedModels:
         packs[task], notice = _load_task(task, settings)
         if notice:
             notices[task] = notice
-    return LoadedModels(malignancy=packs["malignancy"], lesion_type=packs["lesion_type"], notices=notices)
+    return LoadedModels(**packs, notices=notices)
 
 
 def _load_task(task: str, settings: Settings) -> tuple[ModelPack, str | None]:
@@ -197,6 +202,8 @@ def _check_task(pack: ModelPack, task: str, where: str) -> None:
         raise PackageError(f"{where}: task is {pack.config.task!r}, expected {task!r} for this slot")
     if task == "malignancy" and not pack.config.malignant_labels:
         raise PackageError(f"{where}: a malignancy package needs malignant_labels")
+    if task == "lesion_check" and LESION_LABEL not in pack.config.labels:
+        raise PackageError(f"{where}: a lesion_check package needs the label {LESION_LABEL!r}")
 
 
 def _display_path(path: Path) -> str:

@@ -1,17 +1,21 @@
-"""The page in headless Debian Chromium (Playwright): upload, both charts, the warning, phone layout, errors."""
+"""The page in headless Debian Chromium (Playwright), desktop and phone: the flagged headline, the result in view
+on a phone, the lesion-check message instead of donuts, rejected files, examples, clipboard and camera.
+
+Screenshots go to each test's tmp dir (desktop.png, phone.png, ...)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from skin_demo.postprocess import LESION_CHECK_FAILED_MESSAGE
 from skin_demo.settings import Settings
-from skin_demo.ui import build_app
+from skin_demo.ui import FLAGGED
 from tests import image_files as files
-from tests.tiny_packages import make_models_dir
+from tests.served_app import serve
+from tests.tiny_packages import FAILING_LESION_THRESHOLD, PASSING_LESION_THRESHOLD, make_models_dir
 
 pytestmark = pytest.mark.browser
 
@@ -20,7 +24,9 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 60_000
+PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+DESKTOP = dict(viewport={"width": 1366, "height": 900})
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +45,35 @@ def browser(playwright):
     chromium.close()
 
 
+def examples_dir(root: Path) -> Path:
+    folder = root / "examples"
+    folder.mkdir()
+    files.jpeg(folder / "ex1.jpg", 300, 225, seed=3)
+    files.jpeg(folder / "ex2.jpg", 300, 225, seed=8)
+    (folder / "manifest.csv").write_text(
+        "file,dx,label,source,licence\n"
+        "ex1.jpg,mel,Melanoma (mel),HAM10000 ISIC_0000001 (test split),CC BY-NC 4.0\n"
+        "ex2.jpg,nv,Melanocytic nevus (nv),HAM10000 ISIC_0000002 (test split),CC BY-NC 4.0\n"
+    )
+    return folder
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
+    """Every image is flagged and passes the lesion check."""
     root = tmp_path_factory.mktemp("browser_app")
-    examples = root / "examples"
-    examples.mkdir()
-    files.jpeg(examples / "ex1.jpg", 300, 225, seed=3)
-    (examples / "manifest.csv").write_text("file,dx,label,source,licence\nex1.jpg,mel,Melanoma (mel),generated,CC0\n")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio_tmp"))
-        demo = build_app(Settings(models_dir=make_models_dir(root / "models"), examples_dir=examples, threads=1))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-        try:
-            yield url, root / "gradio_tmp"
-        finally:
-            demo.close()
+    settings = Settings(models_dir=make_models_dir(root / "models", malignancy_threshold=PASSING_LESION_THRESHOLD),
+                        examples_dir=examples_dir(root), threads=1)  # fmt: skip
+    with serve(root, settings=settings) as app:
+        yield app.url
+
+
+@pytest.fixture
+def not_lesion_url(tmp_path):
+    """Every image fails the lesion check. (Function scope: Gradio reads GRADIO_TEMP_DIR from the environment, so
+    only one app with its own temp folder may serve at a time, and this one closes after its test.)"""
+    with serve(tmp_path / "not_lesion", lesion_threshold=FAILING_LESION_THRESHOLD) as app:
+        yield app.url
 
 
 def open_page(browser, url, **context_kwargs):
@@ -77,8 +94,7 @@ def open_page(browser, url, **context_kwargs):
     return page
 
 
-def upload_and_wait_for_charts(page, path: Path) -> None:
-    page.locator("#image-input input[type=file]").set_input_files(str(path))
+def wait_for_charts(page) -> None:
     for chart in ("#malignancy-chart img", "#lesion-type-chart img"):
         page.wait_for_function(
             "sel => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }",
@@ -86,85 +102,113 @@ def upload_and_wait_for_charts(page, path: Path) -> None:
         )
 
 
-def test_upload_shows_both_charts_the_numbers_and_the_warning(browser, app_url, tmp_path):
-    url, gradio_tmp = app_url
-    page = open_page(browser, url, viewport={"width": 1280, "height": 900})
-    photo = files.jpeg(tmp_path / "lesion.jpg", 800, 600, seed=11)
-    upload_and_wait_for_charts(page, photo)
+def upload(page, path: Path) -> None:
+    page.locator("#image-input input[type=file]").set_input_files(str(path))
 
-    assert page.locator("#disclaimer").is_visible()
+
+def in_viewport(page, selector: str) -> bool:
+    """Whether the top of `selector` is on screen (after any scrolling the page did)."""
+    return page.evaluate(
+        "sel => { const r = document.querySelector(sel).getBoundingClientRect(); "
+        "return r.top >= 0 && r.top < window.innerHeight - 60; }",
+        selector,
+    )
+
+
+def test_desktop_shows_the_flag_once_with_two_donuts_and_one_text_version(browser, app_url, tmp_path):
+    page = open_page(browser, app_url, **DESKTOP)
+    upload(page, files.jpeg(tmp_path / "lesion.jpg", 800, 600, seed=11))
+    wait_for_charts(page)
+    assert page.locator("#headline h2").inner_text() == FLAGGED  # never a big "Benign" for a flagged lesion
     assert "Research demo, not a diagnosis" in page.locator("#disclaimer").inner_text()
-    assert "Analysed in" in page.locator("#status").inner_text()
-    assert "Malignant" in page.locator("#malignancy-label").inner_text()
-    summary = page.locator("#summary textarea").input_value()
-    assert "Malignant:" in summary and "Research demo, not a diagnosis." in summary
+    summary = page.locator("#summary").inner_text()
+    assert summary.startswith(FLAGGED) and "malignant" in summary and "%" in summary
     alt = page.locator("#lesion-type-chart img").get_attribute("alt")
     assert alt.startswith("Lesion-type chart:") and "%" in alt  # screen readers get the numbers
-    # The preview still shows although the upload was deleted from the server after the analysis.
-    preview_width = page.evaluate(
-        "() => Math.max(0, ...[...document.querySelectorAll('#image-input img')].map(i => i.naturalWidth))"
-    )
-    assert preview_width > 0
-    assert not [p for p in gradio_tmp.rglob("lesion.jpg")], "the upload should be deleted after analysis"
+    assert not page.locator("#per-class").is_visible() and not page.locator("#result-json").is_visible()
+    page.locator("#all-numbers button").first.click()  # the per-class list and the JSON are one tap away
+    page.wait_for_selector("#per-class table")
+    assert "Melanoma (mel)" in page.locator("#per-class").inner_text()
     page.screenshot(path=str(tmp_path / "desktop.png"), full_page=True)
-    assert (tmp_path / "desktop.png").stat().st_size > 10_000
     assert page.outside_requests == [], "the page must not contact any other host"
     page.context.close()
 
 
-def test_phone_viewport_stacks_the_charts(browser, app_url, tmp_path):
-    url, _ = app_url
-    page = open_page(
-        browser, url, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
-    )
-    upload_and_wait_for_charts(page, files.jpeg(tmp_path / "phone.jpg", 1200, 1600, seed=5))
+def test_phone_first_screen_has_the_warning_and_analyse_and_the_result_scrolls_into_view(browser, app_url, tmp_path):
+    page = open_page(browser, app_url, **PHONE)
+    page.screenshot(path=str(tmp_path / "phone_start.png"))
     assert page.locator("#disclaimer").is_visible()
+    analyse = page.locator("#analyse").bounding_box()
+    assert analyse["y"] + analyse["height"] <= 844, "Analyse must be on the first screen"
+    assert page.locator("#disclaimer").bounding_box()["y"] < analyse["y"]
+    assert page.locator("#disclaimer p").is_hidden()  # the full warning is one tap away
+    page.locator("#disclaimer summary").click()
+    assert "not been clinically validated" in page.locator("#disclaimer p").inner_text()
+
+    upload(page, files.jpeg(tmp_path / "phone.jpg", 1200, 1600, seed=5))
+    wait_for_charts(page)
+    page.wait_for_function("() => { const r = document.querySelector('#result').getBoundingClientRect(); "
+                           "return r.top >= 0 && r.top < window.innerHeight / 2; }")  # fmt: skip
+    assert in_viewport(page, "#headline")
     first = page.locator("#malignancy-chart img").bounding_box()
     second = page.locator("#lesion-type-chart img").bounding_box()
-    assert second["y"] >= first["y"] + first["height"] - 1, "charts should stack on a narrow screen"
-    assert first["width"] > 250, "each chart should use the phone's width"
-    page_width = page.evaluate("() => document.documentElement.scrollWidth")
-    assert page_width <= 390, "no horizontal scrolling on a phone"
-    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    assert second["y"] >= first["y"] + first["height"] - 1, "charts stack on a narrow screen"
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no horizontal scrolling"
+    page.screenshot(path=str(tmp_path / "phone_result.png"))
     assert page.outside_requests == []
     page.context.close()
 
 
-def test_broken_file_shows_a_message_and_clear_resets(browser, app_url, tmp_path):
-    url, _ = app_url
-    page = open_page(browser, url, viewport={"width": 1280, "height": 900})
-    page.locator("#image-input input[type=file]").set_input_files(str(files.truncated_jpeg(tmp_path / "broken.jpg")))
-    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Cannot analyse this file')")
-    text = page.locator("#status").inner_text()
-    assert "could not read image" in text and "Traceback" not in text
-    assert page.locator("#malignancy-chart img").count() == 0
+def test_not_a_lesion_shows_the_message_instead_of_donuts(browser, not_lesion_url, tmp_path):
+    page = open_page(browser, not_lesion_url, **PHONE)
+    upload(page, files.jpeg(tmp_path / "cup.jpg", 640, 480, seed=2))
+    page.wait_for_selector("#show-anyway", state="visible")
+    assert LESION_CHECK_FAILED_MESSAGE in page.locator("#message").inner_text()
+    assert page.locator("#malignancy-chart img").count() == 0 or not page.locator("#malignancy-chart img").is_visible()
+    assert page.locator("#headline").inner_text().strip() == ""
+    assert in_viewport(page, "#message")
+    page.screenshot(path=str(tmp_path / "phone_not_lesion.png"))
+    page.locator("#show-anyway").click()
+    wait_for_charts(page)
+    assert page.locator("#malignancy-chart img").is_visible()
+    page.context.close()
 
-    upload_and_wait_for_charts(page, files.jpeg(tmp_path / "ok.jpg", 400, 300))
-    # Analyse again: the upload is gone from the server, the page shows the same result rather than an error.
-    page.locator("#analyse").click()
-    page.wait_for_timeout(1000)
-    assert "Analysed in" in page.locator("#status").inner_text()
+
+def test_a_rejected_file_leaves_a_message_on_the_page(browser, app_url, tmp_path):
+    page = open_page(browser, app_url, **PHONE)
+    upload(page, files.tiny_png(tmp_path / "small.png"))
+    page.wait_for_function("() => document.querySelector('#message')?.innerText.includes('Cannot analyse this file')")
+    text = page.locator("#message").inner_text()
+    assert "at least 32 pixels" in text and "Traceback" not in text
+    assert page.locator("#malignancy-chart img").count() == 0 or not page.locator("#malignancy-chart img").is_visible()
+    page.wait_for_timeout(6000)  # toasts vanish; the message stays
+    assert "Cannot analyse this file" in page.locator("#message").inner_text()
     page.locator("#clear").click()
-    page.wait_for_function("() => !document.querySelector('#malignancy-chart img')")
-    assert page.locator("#status").inner_text().strip() == ""
+    page.wait_for_function("() => !document.querySelector('#message')?.innerText.trim()")
     page.context.close()
 
 
-def test_example_gallery_analyses_the_chosen_example(browser, app_url, tmp_path):
-    url, _ = app_url
-    page = open_page(browser, url, viewport={"width": 1280, "height": 900})
-    assert "True label: Melanoma (mel)" in page.locator("#examples").inner_text()
+def test_tapping_an_example_on_a_phone_brings_the_result_into_view(browser, app_url, tmp_path):
+    page = open_page(browser, app_url, **PHONE)
+    captions = page.locator("#examples").inner_text()
+    assert "True label: Melanoma (mel)" in captions and "Melanocytic nevus (nv)" in captions
     page.locator("#examples button[aria-label^='Thumbnail']").first.click()
-    for chart in ("#malignancy-chart img", "#lesion-type-chart img"):
-        page.wait_for_selector(chart)
-    assert "Analysed in" in page.locator("#status").inner_text()
+    wait_for_charts(page)
+    page.wait_for_function("() => { const r = document.querySelector('#result').getBoundingClientRect(); "
+                           "return r.top >= 0 && r.top < window.innerHeight / 2; }")  # fmt: skip
+    page.screenshot(path=str(tmp_path / "phone_example.png"))
     page.context.close()
 
 
-def test_clipboard_paste_is_analysed(browser, app_url):
-    url, _ = app_url
-    page = open_page(browser, url, viewport={"width": 1280, "height": 900},
-                     permissions=["clipboard-read", "clipboard-write"])  # fmt: skip
+def test_the_api_snippet_shows_the_page_url(browser, app_url):
+    page = open_page(browser, app_url, **DESKTOP)
+    page.get_by_text("Privacy and API").click()
+    page.wait_for_function(f"() => document.querySelector('[data-page-url]')?.textContent === {app_url!r}")
+    page.context.close()
+
+
+def test_clipboard_paste_is_analysed_and_its_preview_shown(browser, app_url):
+    page = open_page(browser, app_url, **DESKTOP, permissions=["clipboard-read", "clipboard-write"])
     page.evaluate(
         """async () => {
           const c = document.createElement('canvas'); c.width = 200; c.height = 150;
@@ -175,22 +219,23 @@ def test_clipboard_paste_is_analysed(browser, app_url):
         }"""
     )
     page.locator("#image-input button[aria-label='Paste from clipboard']").click()
-    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Analysed in')")
+    wait_for_charts(page)
+    # The preview is fetched from the server after the upload: the photo must still be there for it.
+    page.wait_for_function("() => [...document.querySelectorAll('#image-input img')].some(i => i.naturalWidth > 0)")
     page.context.close()
 
 
 def test_webcam_capture_is_analysed(playwright, app_url):
     """Chromium's fake camera stands in for a phone's: a snapshot must start the analysis like an upload."""
-    url, _ = app_url
     fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
     chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
     try:
-        page = open_page(chromium, url, viewport={"width": 390, "height": 844}, permissions=["camera"])
+        page = open_page(chromium, app_url, viewport={"width": 390, "height": 844}, permissions=["camera"])
         page.locator("#image-input button[aria-label='Capture from camera']").click()
         page.get_by_text("Click to Access Webcam").click()
         page.wait_for_function("() => { const v = document.querySelector('#image-input video'); "
                                "return v && v.readyState >= 2 && v.videoWidth > 0; }")
         page.locator("#image-input button[aria-label='capture photo']").click()
-        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Analysed in')")
+        wait_for_charts(page)
     finally:
         chromium.close()

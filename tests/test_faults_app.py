@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,21 +20,15 @@ import pytest
 from gradio_client import Client, handle_file
 
 from skin_demo.settings import HubSource, Settings
-from skin_demo.ui import build_app
 from tests import image_files as files
 from tests.conftest import REPO_ROOT
+from tests.served_app import free_port, serve
 from tests.tiny_packages import make_models_dir, make_package, package_files, tiny_config
 
 pytestmark = pytest.mark.slow
 
 REPO = "skin-demo/lesion-type"
 STARTUP_TIMEOUT_S = 90  # `python app.py` imports gradio and onnxruntime: seconds, more on a busy CPU
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def page_config(url: str) -> dict:
@@ -79,7 +72,6 @@ def test_page_and_api_say_why_the_bundled_model_is_used(hub, tmp_path, monkeypat
     sha = hub.add_commit(REPO, package_files(source))
     if mode:
         hub.set_fault(mode, delay_s=10.0)
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio_tmp"))
     settings = Settings(
         models_dir=make_models_dir(tmp_path / "bundled"),
         hub={"lesion_type": HubSource(REPO, sha)},
@@ -88,14 +80,10 @@ def test_page_and_api_say_why_the_bundled_model_is_used(hub, tmp_path, monkeypat
         threads=1,
     )
     start = time.perf_counter()
-    demo = build_app(settings)  # loads the models itself, as app.py does
-    assert time.perf_counter() - start < 10, "a broken Hub must not hold up the start for long"
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
-    try:
-        notice = notice_on_page(page_config(url))
-        result = predict(url, files.jpeg(tmp_path / "photo.jpg", 200, 150))
-    finally:
-        demo.close()
+    with serve(tmp_path, settings=settings) as app:  # loads the models, as app.py does
+        assert time.perf_counter() - start < 20, "a broken Hub must not hold up the start for long"
+        notice = notice_on_page(page_config(app.url))
+        result = predict(app.url, files.jpeg(tmp_path / "photo.jpg", 200, 150))
     assert REPO in notice and "using the bundled model" in notice, notice
     for phrase in phrases:
         assert phrase in notice, (phrase, notice)

@@ -10,8 +10,7 @@ decode, error handling, chart drawing, clean-up).
 
 from __future__ import annotations
 
-import hashlib
-import socket
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -26,10 +25,8 @@ from PIL import Image
 from benchmarks.bench_app import PageVisitor
 from skin_demo.imaging import MAX_FILE_BYTES
 from skin_demo.predictor import Predictor
-from skin_demo.settings import Settings
-from skin_demo.ui import build_app
 from tests import image_files as files
-from tests.tiny_packages import make_models_dir
+from tests.served_app import serve
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +51,6 @@ def client(url: str) -> Client:
     # gradio_client builds new httpx clients that each load the CA bundle (~100 ms of CPU per request here),
     # which would make the clients, not the app, the load.
     return Client(url, verbose=False, ssl_verify=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_uploads(folder: Path, predictor: Predictor) -> tuple[list[Upload], list[Upload]]:
@@ -90,27 +81,29 @@ def make_uploads(folder: Path, predictor: Predictor) -> tuple[list[Upload], list
     return valid, invalid
 
 
-def plan(client_index: int, valid: list[Upload], invalid: list[Upload]) -> list[Upload]:
-    """30 uploads for one client: two valid for each invalid one, in an order that differs per client."""
+def plan(client_index: int, valid: list[Upload], invalid: list[Upload], folder: Path) -> list[Upload]:
+    """30 uploads for one client: two valid for each invalid one, in an order that differs per client.
+
+    Each visitor sends its own copies (own file names): an upload is analysed once and then deleted, so two
+    visitors who send byte-identical files under the same name at the same moment share one upload path, and the
+    second may be told to upload again (tests/test_guard.py pins that behaviour)."""
+    own = folder / f"visitor_{client_index}"
+    own.mkdir()
     uploads = []
     for i in range(REQUESTS_PER_CLIENT):
         k = i + client_index
-        uploads.append(invalid[k % len(invalid)] if i % 3 == 2 else valid[k % len(valid)])
+        upload = invalid[k % len(invalid)] if i % 3 == 2 else valid[k % len(valid)]
+        copy = own / f"v{client_index}_{i}_{upload.path.name}"
+        shutil.copyfile(upload.path, copy)
+        uploads.append(Upload(upload.name, copy, upload.expected, upload.error))
     return uploads
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-    """The app launched on tiny packages, Gradio's temp folder under tmp_path; yields (url, demo, temp folder)."""
-    temp_dir = tmp_path / "gradio_tmp"
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp_dir))
-    settings = Settings(models_dir=make_models_dir(tmp_path / "models"), examples_dir=tmp_path / "none", threads=1)
-    demo = build_app(settings)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
-    try:
-        yield url, demo, temp_dir
-    finally:
-        demo.close()
+def served(tmp_path):
+    """The app launched on tiny packages, Gradio's temp folder under tmp_path."""
+    with serve(tmp_path) as app:
+        yield app
 
 
 def check(upload: Upload, outcome: dict | Exception) -> str | None:
@@ -135,9 +128,8 @@ def check(upload: Upload, outcome: dict | Exception) -> str | None:
 
 def page_outcome(outputs: dict) -> dict | Exception:
     """The page's outputs as the API's shape: its result JSON, or the message it shows as an Exception."""
-    status = outputs["status"]
-    if not status.startswith("Analysed in"):
-        return RuntimeError(status)
+    if not outputs["status"].startswith("Analysed in"):
+        return RuntimeError(outputs["message"]["value"])
     for chart in ("malignancy-chart", "lesion-type-chart"):
         assert outputs[chart].startswith('<figure><img src="data:image/svg+xml;base64,'), outputs[chart][:80]
     return outputs["result-json"]
@@ -153,19 +145,19 @@ def oversize_upload(url: str, path: Path) -> dict | Exception:
 
 
 def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
-    url, demo, temp_dir = served
-    models = demo.skin_demo_models
+    url, models = served.url, served.models
     valid, invalid = make_uploads(tmp_path / "uploads", Predictor(models.malignancy, models.lesion_type))
     oversize = tmp_path / "uploads" / "huge.jpg"
     with oversize.open("wb") as f:
         f.truncate(MAX_FILE_BYTES + 1024)
     problems: list[str] = []
     counts = {"valid": 0, "invalid": 0, "page": 0}
+    sent_by: dict[str, set[str]] = {"api": set(), "page": set()}
     lock = threading.Lock()
 
     def visitor(index: int) -> None:
         api, page = client(url), PageVisitor(url)
-        uploads = plan(index, valid, invalid)
+        uploads = plan(index, valid, invalid, tmp_path / "uploads")
         if index < 2:
             uploads[5] = Upload("oversize", oversize, error="413")
         for i, upload in enumerate(uploads):
@@ -185,6 +177,7 @@ def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
             with lock:
                 counts["valid" if upload.expected else "invalid"] += 1
                 counts["page"] += by_page
+                sent_by["page" if by_page else "api"].add(upload.path.name)
                 if problem:
                     problems.append(f"{'page' if by_page else 'api'}: {problem}")
 
@@ -207,10 +200,8 @@ def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
     last = fresh.submit(handle_file(str(valid[0].path)), api_name="/predict").result(timeout=REQUEST_TIMEOUT_S)
     assert check(valid[0], last) is None
 
-    # Nothing any visitor sent is left in Gradio's upload/temp folders: neither the analysed images nor the
-    # refused files (extends test_app's single-request check to concurrent, mostly failing, requests).
-    sent = {hashlib.sha256(u.path.read_bytes()).hexdigest(): u.name for u in valid + invalid if u.path.stat().st_size}
-    left = [p for p in temp_dir.rglob("*") if p.is_file()]
-    kept = [(p, sent[d]) for p in left if (d := hashlib.sha256(p.read_bytes()).hexdigest()) in sent]
-    assert kept == [], f"visitor files left on the server: {kept}"
-    assert left == [], f"files left in GRADIO_TEMP_DIR: {left}"
+    # Nothing a visitor sent through the API is left in Gradio's upload folder: neither the analysed images nor
+    # the refused files. Page uploads stay for the browser's preview until Gradio's sweep, a minute later.
+    left = served.files_left()
+    assert [p for p in left if p.name in sent_by["api"]] == [], "API uploads left on the server"
+    assert [p for p in left if p.name not in sent_by["page"]] == [], f"other files left in GRADIO_TEMP_DIR: {left}"

@@ -1,4 +1,5 @@
-"""Predictor and charts on tiny real packages: label order, sums, malignancy as a sum, the charts' slices."""
+"""Predictor and charts on tiny real packages: label order, sums, malignancy as a sum, the post-processing rule
+(malignancy flag, lesion check), the charts' slices."""
 
 from __future__ import annotations
 
@@ -9,10 +10,22 @@ from matplotlib.figure import Figure
 from skin_demo import charts
 from skin_demo.imaging import ImageError, load_image, preprocess
 from skin_demo.modelpack import ModelPack
+from skin_demo.postprocess import (
+    DEFAULT_THRESHOLD,
+    LESION_CHECK_FAILED_MESSAGE,
+    LESION_CHECK_PASSED_MESSAGE,
+    LesionCheck,
+    MalignancyFlag,
+)
 from skin_demo.predictor import Prediction, Predictor, RankedLabel
 from skin_demo.taxonomy import BENIGN_COLOUR, LESION_COLOURS, MALIGNANT_COLOUR, OTHER_COLOUR
 from tests import image_files as files
-from tests.tiny_packages import make_package
+from tests.tiny_packages import (
+    FAILING_LESION_THRESHOLD,
+    LESION_CHECK_TEMPERATURE,
+    PASSING_LESION_THRESHOLD,
+    make_package,
+)
 
 
 @pytest.fixture
@@ -93,8 +106,39 @@ def test_to_json_is_plain_data(tmp_path, packs):
 
 
 def test_bad_image_raises_image_error(tmp_path, packs):
-    with pytest.raises(ImageError):
+    with pytest.raises(ImageError, match="could not read image"):
         Predictor(*packs).predict(files.truncated_jpeg(tmp_path / "t.jpg"))
+
+
+def test_malignancy_flag_uses_the_package_threshold(tmp_path, packs):
+    _, lesion_type = packs
+    photo = files.save(files.lesion_photo(200, 150), tmp_path / "p.png")
+    unset = Predictor(*packs).predict(photo)
+    assert unset.malignancy_flag == MalignancyFlag(unset.malignancy_probability >= DEFAULT_THRESHOLD, DEFAULT_THRESHOLD)
+    p = unset.malignancy_probability
+    for threshold in (p / 2, (1 + p) / 2):  # below and above this image's P(malignant): flagged, then not
+        folder = make_package(tmp_path / f"m{threshold}", "malignancy", size=(40, 40),
+                              config_overrides={"decision_threshold": threshold})  # fmt: skip
+        prediction = Predictor(ModelPack.load(folder, threads=1), lesion_type).predict(photo)
+        assert prediction.malignancy_probability == pytest.approx(p)
+        assert prediction.malignancy_flag == MalignancyFlag(p >= threshold, threshold)
+    assert unset.lesion_check is None and unset.to_json()["lesion_check"] is None
+
+
+@pytest.mark.parametrize("threshold, passed", [(PASSING_LESION_THRESHOLD, True), (FAILING_LESION_THRESHOLD, False)])
+def test_lesion_check_runs_the_third_package(tmp_path, packs, threshold, passed):
+    overrides = {"decision_threshold": threshold, "temperature": LESION_CHECK_TEMPERATURE}
+    folder = make_package(tmp_path / "check", "lesion_check", config_overrides=overrides)
+    check_pack = ModelPack.load(folder, threads=1)
+    photo = files.save(files.lesion_photo(200, 150), tmp_path / "p.png")
+    prediction = Predictor(*packs, check_pack).predict(photo)
+    score = float(expected_probabilities(check_pack, photo)[0])  # P(lesion): the first label
+    assert prediction.lesion_check == LesionCheck(
+        passed, pytest.approx(score, abs=1e-6), threshold,
+        LESION_CHECK_PASSED_MESSAGE if passed else LESION_CHECK_FAILED_MESSAGE,
+    )  # fmt: skip
+    assert prediction.to_json()["lesion_check"]["passed"] is passed
+    assert sum(prediction.lesion_type.values()) == pytest.approx(1.0, abs=1e-5)  # the models ran either way
 
 
 # -- charts ------------------------------------------------------------------------------------------------
@@ -106,6 +150,8 @@ def fixed_prediction() -> Prediction:
         malignancy={"benign": 0.7, "malignant": 0.3},
         lesion_type=lesion,
         malignancy_probability=0.3,
+        malignancy_flag=MalignancyFlag(flagged=True, threshold=0.25),
+        lesion_check=LesionCheck(passed=True, score=0.9, threshold=0.5, message=LESION_CHECK_PASSED_MESSAGE),
         lesion_type_malignant_probability=0.35,
         lesion_type_top=(
             RankedLabel("nv", "Melanocytic nevus (nv)", 0.45),

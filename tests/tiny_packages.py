@@ -24,6 +24,12 @@ OPSET = 17
 IR_VERSION = 8  # readable by every ONNX Runtime this project supports
 
 _UNSET: Any = object()
+TASK_LABELS = {"malignancy": MALIGNANCY_LABELS, "lesion_type": LESION_CODES, "lesion_check": ("lesion", "not_lesion")}
+# The tiny lesion check runs at the highest temperature a package may have, so its P(lesion) stays within
+# about 0.35-0.65 for any image: these thresholds pass, or fail, every image.
+LESION_CHECK_TEMPERATURE = 20.0
+PASSING_LESION_THRESHOLD = 0.2
+FAILING_LESION_THRESHOLD = 0.8
 
 
 def tiny_config(
@@ -165,8 +171,8 @@ def make_package(
 ) -> Path:
     """Write a tiny model package (model.onnx, config.json, README.md) into `folder` and return the folder.
 
-    Defaults give a valid package for `task` with the HAM10000 labels (lesion_type) or benign/malignant
-    (malignancy). Breakage for tests:
+    Defaults give a valid package for `task` with the HAM10000 labels (lesion_type), benign/malignant
+    (malignancy) or lesion/not_lesion (lesion_check). Breakage for tests:
       config_json: what to write as config.json instead (dict, or str written verbatim, or None for no file);
       truncate: keep only this many bytes of model.onnx;
       model_kwargs: passed to make_model (metadata=..., input_name=..., input_shape=..., num_outputs=...,
@@ -175,7 +181,7 @@ def make_package(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if labels is None:
-        labels = MALIGNANCY_LABELS if task == "malignancy" else LESION_CODES
+        labels = TASK_LABELS.get(task, LESION_CODES)
     if malignant_labels is None:
         malignant_labels = ("malignant",) if task == "malignancy" else tuple(c for c in labels if c in MALIGNANT_CODES)
     config = tiny_config(task, labels, malignant_labels, size, **(config_overrides or {}))
@@ -197,11 +203,29 @@ def make_package(
     return folder
 
 
-def make_models_dir(root: Path | str, size: tuple[int, int] = (32, 32)) -> Path:
-    """A models/ folder with a tiny `malignancy` and `lesion_type` package, as the app expects."""
+def make_models_dir(
+    root: Path | str,
+    size: tuple[int, int] = (32, 32),
+    *,
+    lesion_threshold: float = PASSING_LESION_THRESHOLD,
+    malignancy_threshold: float | None = None,
+) -> Path:
+    """A models/ folder with the three tiny packages the app expects: `malignancy`, `lesion_type`, `lesion_check`.
+
+    lesion_threshold: the lesion check's decision_threshold (the minimum P(lesion) to pass). The tiny graph's
+      P(lesion) stays near 0.5, so the default passes every image and FAILING_LESION_THRESHOLD fails every one.
+    malignancy_threshold: the malignancy package's decision_threshold (None: the package records none, 0.5 applies).
+      When set, the package also runs at LESION_CHECK_TEMPERATURE, so that P(malignant) too stays near 0.5 and a
+      threshold of PASSING_LESION_THRESHOLD flags every image.
+    """
     root = Path(root)
-    make_package(root / "malignancy", "malignancy", size=size)
+    malignancy = {}
+    if malignancy_threshold is not None:
+        malignancy = {"decision_threshold": malignancy_threshold, "temperature": LESION_CHECK_TEMPERATURE}
+    make_package(root / "malignancy", "malignancy", size=size, config_overrides=malignancy)
     make_package(root / "lesion_type", "lesion_type", size=size)
+    check = {"decision_threshold": lesion_threshold, "temperature": LESION_CHECK_TEMPERATURE}
+    make_package(root / "lesion_check", "lesion_check", size=size, config_overrides=check)
     return root
 
 

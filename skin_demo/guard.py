@@ -1,0 +1,249 @@
+"""What a request may bring, checked before Gradio reads it, and what it may leave behind.
+
+`RequestGuard` is an ASGI middleware in front of the whole app (the page, `/predict`, `/on-device/`):
+- Every request body is capped before it is read: a Content-Length over the limit is refused at once with 413,
+  and a body sent without one (chunked) is cut off with 413 as soon as it passes the limit. File uploads
+  (multipart) may be as large as one image file; anything else (JSON event calls) is small, so a 150 MB data URL
+  never reaches the JSON parser.
+- An image reaches the models only as a file that Gradio's own upload route stored: every input of this app's
+  events is an image, so each `data` item of an event call must be null or a Gradio file object whose path lies
+  in Gradio's upload folder (checked on the string, without touching the disk). A server path the client chose, a
+  URL (which Gradio would download) or a data URL (which it would decode into a new file) is refused with one
+  message that says nothing about the server's disk, before Gradio opens, downloads or logs anything. The event
+  handlers then accept only a path Gradio's upload route has registered and not yet deleted (`accepts_upload`).
+
+`leftover_sweeper` removes what Gradio's upload route leaves untracked (a refused file name, a body cut off
+mid-upload): Gradio's own `delete_cache` sweep only deletes the files it registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+REFUSED_FILE = (
+    "no image was uploaded for this request: send the image file itself (gradio_client's handle_file does, or "
+    "POST it to /gradio_api/upload and pass the path it returns); each upload is analysed once, and server paths, "
+    "URLs and data URLs are not accepted"
+)
+NOT_JSON = "the request body is not valid JSON"
+FILE_META = {"_type": "gradio.FileData"}
+MULTIPART = b"multipart/form-data"
+
+
+def too_large(limit: int) -> str:
+    return f"the request is larger than {limit / 1e6:.2f} MB, the most this server reads; upload a smaller photo"
+
+
+class RequestGuard:
+    """ASGI middleware: body caps for every request, and only Gradio uploads as event inputs (see module doc).
+
+    upload_limit: the most bytes a multipart (file upload) body may have.
+    json_limit: the most bytes any other body may have.
+    upload_folder: the folder Gradio's upload route stores files in.
+    """
+
+    def __init__(self, app, *, upload_limit: int, json_limit: int, upload_folder: str) -> None:
+        self.app = app
+        self.upload_limit = upload_limit
+        self.json_limit = json_limit
+        self.upload_folder = os.path.abspath(upload_folder)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        is_upload = headers.get(b"content-type", b"").split(b";")[0].strip().lower() == MULTIPART
+        limit = self.upload_limit if is_upload else self.json_limit
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _respond(send, 400, "the Content-Length header is not a number")
+                return
+            if declared > limit:
+                await _respond(send, 413, too_large(limit))
+                return
+        if is_upload:
+            await self._stream_capped(scope, receive, send, limit)
+        else:
+            await self._checked_body(scope, receive, send, limit)
+
+    async def _stream_capped(self, scope, receive, send, limit: int) -> None:
+        """Pass a (large) upload body through while counting; past the limit, answer 413 and stop reading."""
+        received = 0
+        refused = False
+        response_started = False
+
+        async def capped_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    if not response_started:
+                        await _respond(send, 413, too_large(limit))
+                    return {"type": "http.disconnect"}  # the app stops parsing; its temp file is swept
+            return message
+
+        async def guarded_send(message):
+            nonlocal response_started
+            if refused:
+                return  # we have answered already
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The app may raise on the disconnect we simulated; the client already has its 413.
+
+    async def _checked_body(self, scope, receive, send, limit: int) -> None:
+        """Read a small body in full (at most `limit` bytes), check its file objects, then hand it to the app."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                await _respond(send, 413, too_large(limit))
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = self._problem(body) if body else None
+        if problem:
+            await _respond(send, 400, problem)
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _problem(self, body: bytes) -> str | None:
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return NOT_JSON
+        folder = self.upload_folder
+        if isinstance(payload, dict):
+            if isinstance(payload.get("data"), list):
+                if not all(item is None or _is_upload(item, folder) for item in payload["data"]):
+                    return REFUSED_FILE
+            # event_data describes what was clicked (a gallery item, in the page's own cache); the handlers use
+            # only its index, and Gradio checks its paths itself.
+            payload = {key: value for key, value in payload.items() if key != "event_data"}
+        if any(not _is_upload(obj, folder) for obj in _file_like(payload)):
+            return REFUSED_FILE
+        return None
+
+
+def _is_upload(item: Any, folder: str) -> bool:
+    """A Gradio file object whose path is a plain absolute path inside the upload folder, without a data: URL.
+
+    (Gradio ignores an http(s) `url` of an input file; the page sends its own /file= URL there.)"""
+    if not isinstance(item, dict) or item.get("meta") != FILE_META:
+        return False
+    path, url = item.get("path"), item.get("url")
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        return False
+    return isinstance(path, str) and _inside(path, folder)
+
+
+def _inside(path: str, folder: str) -> bool:
+    plain = "\0" not in path and os.path.isabs(path) and os.path.normpath(path) == path
+    return plain and path.startswith(folder + os.sep)
+
+
+def accepts_upload(path: Any, uploads: Iterable[str]) -> bool:
+    """Whether `path` (from an event's validated file object) is an upload Gradio has registered and not deleted."""
+    return isinstance(path, str) and path in uploads
+
+
+def _file_like(payload: Any, depth: int = 0):
+    """Every dict in a parsed JSON body that could be taken for a file object (has a path, a url or file meta)."""
+    if depth > 64:
+        yield payload  # deeper than any real event call: not an upload
+        return
+    if isinstance(payload, dict):
+        if "path" in payload or "url" in payload or payload.get("meta") == FILE_META:
+            yield payload
+        for value in payload.values():
+            yield from _file_like(value, depth + 1)
+    elif isinstance(payload, list):
+        for value in payload:
+            yield from _file_like(value, depth + 1)
+
+
+async def _respond(send, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def sweep_leftovers(folder: Path, tracked: Iterable[str], *, older_than_s: float, since: float) -> int:
+    """Delete files under `folder` that Gradio does not track, changed after `since` and more than
+    `older_than_s` seconds ago (a refused or aborted upload's temp file), and the folders they leave empty.
+    Files from before `since` (another process's) are left alone. Returns how many files were deleted."""
+    tracked = {os.path.abspath(p) for p in tracked}
+    now, deleted = time.time(), 0
+    for path in sorted(Path(folder).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        try:
+            info = path.lstat()
+            if path.is_dir():
+                if info.st_ctime >= since and not any(path.iterdir()):
+                    path.rmdir()
+            elif str(path) not in tracked and since <= info.st_ctime < now - older_than_s:
+                path.unlink()
+                deleted += 1
+        except OSError:
+            continue  # gone already, or being written: the next sweep sees it
+    return deleted
+
+
+def leftover_sweeper(folder: Path, tracked: Callable[[], Iterable[str]], *, every_s: float, age_s: float):
+    """A FastAPI lifespan that runs `sweep_leftovers` every `every_s` seconds, and at shutdown deletes every file
+    that arrived in `folder` while the server ran."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        since = time.time()
+
+        async def loop():
+            while True:
+                await asyncio.sleep(every_s)
+                await asyncio.to_thread(sweep_leftovers, folder, tracked(), older_than_s=age_s, since=since)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            # Shutdown (SIGINT or SIGTERM): everything this server received goes, tracked or not.
+            sweep_leftovers(folder, (), older_than_s=-1.0, since=since)
+
+    return lifespan

@@ -1,0 +1,260 @@
+"""The request guard from outside, with raw HTTP as an attacker would send it: file objects that name anything but
+this request's upload, oversized and chunked bodies, refused uploads left on disk, and per-visitor memory."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from skin_demo.guard import REFUSED_FILE, sweep_leftovers
+from skin_demo.imaging import MAX_FILE_BYTES
+from skin_demo.ui import JSON_BODY_LIMIT, MULTIPART_OVERHEAD
+from tests import image_files as files
+from tests.conftest import REPO_ROOT
+from tests.served_app import free_port, serve
+from tests.tiny_packages import make_models_dir
+
+META = {"_type": "gradio.FileData"}
+TIMEOUT_S = 120
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    with serve(tmp_path_factory.mktemp("guarded")) as app:
+        yield app, httpx.Client(base_url=app.url, timeout=TIMEOUT_S)
+
+
+def upload(http: httpx.Client, path: Path, name: str | None = None) -> str:
+    response = http.post("/gradio_api/upload", files={"files": (name or path.name, path.read_bytes(), "image/jpeg")})
+    response.raise_for_status()
+    return response.json()[0]
+
+
+def call_predict(http: httpx.Client, payload) -> tuple[int, str]:
+    """POST /gradio_api/call/predict and, if accepted, read the event's outcome: (HTTP status, text)."""
+    response = http.post("/gradio_api/call/predict", json={"data": [payload]})
+    if response.status_code != 200:
+        return response.status_code, response.json()["detail"]
+    outcome = http.get(f"/gradio_api/call/predict/{response.json()['event_id']}").text
+    return 200, outcome
+
+
+@pytest.fixture(scope="module")
+def local_site():
+    """An HTTP server on 127.0.0.1 that records every request (a URL the server must never fetch)."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+
+
+def refused_payloads(site: str, temp_dir: Path, example: str) -> dict[str, object]:
+    png = base64.b64encode(files.save(files.lesion_photo(64, 64), temp_dir.parent / "p.png").read_bytes()).decode()
+    return {
+        "server-path-without-meta": {"path": example},
+        "server-path": {"path": example, "meta": META},
+        "etc-shadow": {"path": "/etc/shadow", "meta": META},
+        "missing-path": {"path": "/nonexistent/photo.jpg", "meta": META},
+        "directory": {"path": "/tmp", "meta": META},
+        "escape-from-the-upload-folder": {"path": f"{temp_dir}/abc/../../../etc/passwd", "meta": META},
+        "url": {"path": f"{site}/photo.jpg", "meta": META},
+        "url-of-an-unknown-host": {"path": "http://example.invalid/photo.jpg", "meta": META},
+        "data-url": {"url": f"data:image/png;base64,{png}", "meta": META},
+        "data-url-as-path": {"path": f"data:image/png;base64,{png}", "meta": META},
+        "plain-string": example,
+        "number": 7,
+        "nested": {"path": {"path": example, "meta": META}, "meta": META},
+    }
+
+
+def test_event_inputs_that_are_not_an_upload_are_refused_with_one_message(served, local_site, tmp_path, capfd):
+    app, http = served
+    site, hits = local_site
+    example = str(files.jpeg(tmp_path / "on_the_server.jpg"))  # a real image on the server's disk
+    for name, payload in refused_payloads(site, app.temp_dir, example).items():
+        status, text = call_predict(http, payload)
+        assert (status, text) == (400, REFUSED_FILE), name
+    assert hits == [], "the server fetched a URL a client named"
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err and "base64" not in log.out + log.err
+    assert app.files_left() == [], "a refused request left a file behind (a decoded data URL, a download)"
+
+
+def test_the_page_events_refuse_what_predict_refuses(served, tmp_path):
+    """No hidden event takes a server path: the page's upload event through Gradio's queue, as a browser calls it."""
+    app, http = served
+    config = http.get("/config").json()
+    elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    events = [d for d in config["dependencies"] if d["inputs"]]
+    assert events, "the page has events with inputs"
+    for event in events:
+        trigger = event["targets"][0][0]
+        body = {"data": [{"path": "/etc/passwd", "meta": META}], "fn_index": event["id"], "trigger_id": trigger,
+                "session_hash": uuid.uuid4().hex, "event_data": None}  # fmt: skip
+        response = http.post("/gradio_api/queue/join", json=body)
+        assert (response.status_code, response.json()["detail"]) == (400, REFUSED_FILE), elem.get(trigger)
+
+
+def test_another_visitors_upload_cannot_be_analysed_or_deleted_by_someone_else(served, tmp_path):
+    app, http = served
+    photo = files.jpeg(tmp_path / "mine.jpg", 300, 200, seed=4)
+    path = upload(http, photo)
+    status, text = call_predict(http, {"path": path, "meta": META})
+    assert status == 200 and "event: complete" in text and "malignancy_flag" in text
+    # Another visitor who learnt the path (say, from a shared log) gets the same refusal as for any server path:
+    other = httpx.Client(base_url=app.url, timeout=TIMEOUT_S)
+    status, text = call_predict(other, {"path": path, "meta": META})
+    assert status == 200 and "event: error" in text and json.dumps(REFUSED_FILE)[1:-1] in text
+    assert not Path(path).exists() and path not in app.demo.upload_file_set
+
+
+def test_json_bodies_are_capped_before_they_are_read(served):
+    app, http = served
+    too_big = json.dumps({"data": [{"url": "data:image/png;base64," + "A" * JSON_BODY_LIMIT, "meta": META}]})
+    response = http.post("/gradio_api/call/predict", content=too_big, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "larger than 0.07 MB" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: the guard counts as it reads
+        for _ in range(40):
+            yield b"A" * 4096
+
+    response = http.post("/gradio_api/queue/join", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> bytes:
+    """Send `head` + `body` on a plain socket and return the first bytes of the answer."""
+    host, port = url.split("//")[1].strip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as s:
+        s.sendall(head.encode() + b"\r\n\r\n" + body)
+        return s.recv(4096)
+
+
+def test_an_upload_declaring_more_than_the_limit_is_refused_before_its_body(served):
+    app, _ = served
+    limit = MAX_FILE_BYTES + MULTIPART_OVERHEAD
+    head = (f"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {limit + 1}")  # fmt: skip
+    answer = raw_request(app.url, head)  # no body sent at all: the answer cannot have waited for it
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_a_chunked_upload_past_the_limit_is_cut_off_and_leaves_nothing(served):
+    app, http = served
+    start = time.time() - 1
+
+    def body():  # a well-formed multipart upload that never ends
+        yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="endless.jpg"\r\n' \
+              b"Content-Type: image/jpeg\r\n\r\n"
+        for _ in range((MAX_FILE_BYTES + MULTIPART_OVERHEAD) // 2**20 + 4):
+            yield b"\xff" * 2**20
+
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    response = http.post("/gradio_api/upload", content=body(), headers=headers)
+    assert response.status_code == 413
+    tracked = set().union(*app.demo.temp_file_sets)
+    sweep_leftovers(app.temp_dir, tracked, older_than_s=-1, since=start)
+    assert [p for p in app.files_left() if str(p) not in tracked] == []
+
+
+def test_a_refused_upload_name_is_swept_but_tracked_uploads_stay(served, tmp_path):
+    app, http = served
+    start = time.time() - 1
+    response = http.post("/gradio_api/upload", files={"files": ("..", b"not a photo", "image/jpeg")})
+    assert response.status_code == 400
+    kept = upload(http, files.jpeg(tmp_path / "pending.jpg", 100, 80))  # uploaded, not analysed yet
+    untracked = [p for p in app.files_left() if str(p) not in app.demo.upload_file_set]
+    assert untracked, "Gradio leaves the refused upload's temp file untracked"
+    assert sweep_leftovers(app.temp_dir, app.demo.upload_file_set, older_than_s=-1, since=start) >= 1
+    assert [p for p in app.files_left() if str(p) not in app.demo.upload_file_set] == []
+    assert Path(kept).is_file()  # Gradio's own sweep deletes it a minute after upload
+
+
+def app_process(tmp_path: Path) -> tuple[subprocess.Popen, str, Path, Path]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKIN_DEMO_", "GRADIO_"))}
+    env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(tmp_path / "gtmp"),
+               SKIN_DEMO_MODELS_DIR=str(make_models_dir(tmp_path / "models")), SKIN_DEMO_THREADS="1",
+               SKIN_DEMO_EXAMPLES_DIR=str(tmp_path / "none"), PYTHONUNBUFFERED="1")  # fmt: skip
+    log = tmp_path / "app.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        try:
+            if httpx.get(url + "/config", timeout=5).status_code == 200:
+                return proc, url, tmp_path / "gtmp", log
+        except httpx.HTTPError:
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_sigterm_deletes_every_upload_like_ctrl_c(tmp_path):
+    """A Space is stopped with SIGTERM: pending uploads and refused uploads' temp files must not survive it."""
+    proc, url, temp_dir, log = app_process(tmp_path)
+    try:
+        http = httpx.Client(base_url=url, timeout=TIMEOUT_S)
+        pending = upload(http, files.jpeg(tmp_path / "pending.jpg"))
+        assert http.post("/gradio_api/upload", files={"files": ("..", b"x", "image/jpeg")}).status_code == 400
+        assert Path(pending).is_file() and len([p for p in temp_dir.rglob("*") if p.is_file()]) >= 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, log.read_text()
+    assert [p for p in temp_dir.rglob("*") if p.is_file()] == [], log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_fresh_sessions(tmp_path):
+    """2,000 requests, each from a new session (as many visitors would send): the server's RSS grows <= 50 MB.
+
+    Prints the figure. SKIN_DEMO_SESSIONS sets the number of requests (default 2000)."""
+    sessions = int(os.environ.get("SKIN_DEMO_SESSIONS", "2000"))
+    proc, url, _, log = app_process(tmp_path)
+    try:
+        http = httpx.Client(base_url=url, timeout=TIMEOUT_S)
+        photo = files.jpeg(tmp_path / "photo.jpg", 120, 90)
+        server = psutil.Process(proc.pid)
+        rss = []
+        for i in range(sessions):
+            status, text = call_predict(http, {"path": upload(http, photo, name=f"p{i}.jpg"), "meta": META})
+            assert status == 200 and "event: complete" in text, text[:300]
+            if i in (99, sessions - 1):  # after warm-up, and at the end
+                rss.append(server.memory_info().rss)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    growth_mb = (rss[-1] - rss[0]) / 2**20
+    print(f"\nRSS after 100 requests {rss[0] / 2**20:.0f} MB, after {sessions}: {rss[-1] / 2**20:.0f} MB "
+          f"(+{growth_mb:.1f} MB for {sessions - 100} fresh sessions)")  # fmt: skip
+    assert growth_mb <= 50
