@@ -183,8 +183,12 @@ window.skinDemo = {
   /** Analyse a Blob/File or a data: URL here; resolves to /predict's JSON, rejects with an ImageError. */
   analyse: async (input) => (await ready).analyse(input),
   debug: {
-    /** The model input tensor the page computes for an image and a `preprocess` config, as a plain array. */
-    tensor: async (input, preprocessConfig) => Array.from(await (await ready).tensor(input, preprocessConfig)),
+    /**
+     * The model input tensor the page computes for an image and a `preprocess` config, as a plain array; with a
+     * draftSize, after the page's stand-in for load_image's JPEG draft.
+     */
+    tensor: async (input, preprocessConfig, draftSize = null) =>
+      Array.from(await (await ready).tensor(input, preprocessConfig, draftSize)),
     /** What the page runs on: wasm threads and whether the page is cross-origin isolated. */
     runtime: async () => ({ threads: (await ready).threads, crossOriginIsolated: self.crossOriginIsolated }),
   },

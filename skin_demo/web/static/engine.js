@@ -5,7 +5,7 @@
 // Python side writes from its own constants.
 
 import { embeddedConfig } from "./onnx_config.js";
-import { preprocess } from "./preprocess.js";
+import { preprocess, reduce, rgbOf, shorterSide } from "./preprocess.js";
 
 export const CACHE_NAME = "skin-demo-on-device-v1"; // sw.js uses the same name
 
@@ -97,6 +97,19 @@ async function decode(blob, limits, notAnImage) {
   } finally {
     bitmap.close();
   }
+}
+
+/**
+ * imaging.load_image's JPEG draft, as Predictor asks for it (draft_size = the largest shorter side any package
+ * resizes to): the server lets libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale (Pillow's draft for the size
+ * 2 * draftSize), as far as keeps the shorter side >= 2 * draftSize. A browser cannot decode at reduced scale, so
+ * the page box-averages the full decode by the same scale (libjpeg's 1/8 output is each 8x8 block's mean): close to
+ * the server's pixels, not bit-exact. Other formats are used as decoded, as on the server.
+ */
+function drafted(image, draftSize) {
+  const fit = Math.min(Math.floor(image.width / (2 * draftSize)), Math.floor(image.height / (2 * draftSize)));
+  const scale = [8, 4, 2, 1].find((a) => fit >= a) ?? 1;
+  return scale > 1 ? reduce(image.rgb, image.width, image.height, scale) : image;
 }
 
 function softmax(logits, temperature) {
@@ -217,21 +230,29 @@ export class Engine {
     for (const task of ["malignancy", "lesion_type"]) {
       if (!this.packages[task]) throw new Error(`the server offers no ${task} model`);
     }
+    // Predictor's draft size: the largest shorter side any package resizes to.
+    this.draftSize = Math.max(...Object.values(this.packages).map((p) => shorterSide(p.config.preprocess)));
     return plan;
   }
 
-  /** The model input tensor for an image, as imaging.preprocess makes it (debug hook for the parity test). */
-  async tensor(input, preprocessConfig) {
-    const image = await this.decoded(input);
-    return preprocess(image, preprocessConfig);
+  /**
+   * The model input tensor for an image, as imaging.preprocess(imaging.load_image(image, draft_size)) makes it
+   * (debug hook for the parity tests; draftSize null: no JPEG draft).
+   */
+  async tensor(input, preprocessConfig, draftSize = null) {
+    return preprocess(await this.decoded(input, draftSize), preprocessConfig);
   }
 
-  async decoded(input) {
+  /** Decode and check an image as load_image does (with a draftSize, its JPEG draft); returns {rgb, width, height}. */
+  async decoded(input, draftSize) {
     const { limits, messages } = this.manifest;
     const blob = toBlob(input);
     const problem = bytesProblem(blob.size, limits);
     if (problem) throw new ImageError(problem);
-    return decode(blob, limits, messages.not_an_image);
+    const image = rgbOf(await decode(blob, limits, messages.not_an_image));
+    if (!draftSize) return image;
+    const magic = new Uint8Array(await blob.slice(0, 3).arrayBuffer());
+    return magic[0] === 0xff && magic[1] === 0xd8 && magic[2] === 0xff ? drafted(image, draftSize) : image;
   }
 
   async probabilities(task, tensorsByConfig) {
@@ -250,7 +271,7 @@ export class Engine {
   async analyse(input) {
     const m = this.manifest;
     const t0 = performance.now();
-    const image = await this.decoded(input);
+    const image = await this.decoded(input, this.draftSize);
     const t1 = performance.now();
     const tensors = new Map(); // packages that share a preprocessing config share one tensor
     for (const pack of Object.values(this.packages)) {

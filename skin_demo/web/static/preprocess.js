@@ -153,29 +153,71 @@ function resampleNearest(rgb, width, height, outW, outH) {
   return out;
 }
 
+/** Pillow's fixed-point 1/divider for its box reduction (Reduce.c division_UINT32: computed in float, truncated). */
+function reduceMultiplier(divider) {
+  return Math.trunc(Math.fround(Math.fround(2 ** 32) / Math.fround(256 * divider)));
+}
+
+/** The mean of a box of source pixels, rounded as Pillow's Image.reduce rounds it. */
+function boxMean(rgb, width, x0, x1, y0, y1, out, o) {
+  const count = (x1 - x0) * (y1 - y0);
+  const multiplier = reduceMultiplier(count);
+  const amend = Math.floor(count / 2);
+  let s0 = amend;
+  let s1 = amend;
+  let s2 = amend;
+  for (let y = y0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) {
+      const p = (y * width + x) * 3;
+      s0 += rgb[p];
+      s1 += rgb[p + 1];
+      s2 += rgb[p + 2];
+    }
+  }
+  // (s * multiplier) >> 24 in uint32 arithmetic; the product stays below 2**32, exact in a double.
+  out[o] = Math.floor((s0 * multiplier) / 2 ** 24);
+  out[o + 1] = Math.floor((s1 * multiplier) / 2 ** 24);
+  out[o + 2] = Math.floor((s2 * multiplier) / 2 ** 24);
+}
+
+/** Pillow's Image.reduce(factor): factor x factor box means; the last column and row average what is left. */
+export function reduce(rgb, width, height, factor) {
+  const outW = Math.ceil(width / factor);
+  const outH = Math.ceil(height / factor);
+  const out = new Uint8Array(outW * outH * 3);
+  for (let y = 0; y < outH; y++) {
+    const y0 = y * factor;
+    const y1 = Math.min(y0 + factor, height);
+    for (let x = 0; x < outW; x++) {
+      const x0 = x * factor;
+      boxMean(rgb, width, x0, Math.min(x0 + factor, width), y0, y1, out, (y * outW + x) * 3);
+    }
+  }
+  return { rgb: out, width: outW, height: outH };
+}
+
 /** Python's round(): halves go to the even neighbour (Math.round would take 42.5 to 43, Python to 42). */
 function roundHalfEven(x) {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** Resize to the size imaging.preprocess uses: the shorter side to floor(size / crop_pct), the aspect kept. */
+/** The shorter side imaging.preprocess resizes to (PreprocessConfig.resize_shorter_side): floor(size / crop_pct). */
+export function shorterSide(config) {
+  return Math.floor(config.size[0] / config.crop_pct);
+}
+
+/** Resize to the size imaging.preprocess uses: the shorter side to shorterSide(config), the aspect kept. */
 export function resizedSize(width, height, config) {
-  const targetShort = Math.floor(config.size[0] / config.crop_pct);
+  const targetShort = shorterSide(config);
   const [short, long] = width <= height ? [width, height] : [height, width];
   if (short === targetShort) return [width, height];
   const newLong = Math.trunc((targetShort * long) / short);
   return width <= height ? [targetShort, newLong] : [newLong, targetShort];
 }
 
-/**
- * The model input for an upright RGBA image (ImageData-like: {width, height, data}) and a package's `preprocess`
- * config: Float32Array of 3 * H * W, channel-major, exactly as imaging.preprocess computes it.
- */
-export function preprocess(image, config) {
-  const [height, width] = config.size;
-  if (height !== width) throw new Error(`only square model inputs are supported, config asks for ${height}x${width}`);
-  if (config.resize !== "shorter_side_then_center_crop") throw new Error(`unknown resize mode ${config.resize}`);
+/** The RGB bytes of RGBA pixels (ImageData-like: {width, height, data}), as {rgb, width, height}. */
+export function rgbOf(image) {
   const rgb = new Uint8Array(image.width * image.height * 3);
   const rgba = image.data;
   for (let i = 0, j = 0; j < rgb.length; i += 4, j += 3) {
@@ -183,6 +225,18 @@ export function preprocess(image, config) {
     rgb[j + 1] = rgba[i + 1];
     rgb[j + 2] = rgba[i + 2];
   }
+  return { rgb, width: image.width, height: image.height };
+}
+
+/**
+ * The model input for an upright RGB image ({rgb, width, height}) and a package's `preprocess` config:
+ * Float32Array of 3 * H * W, channel-major, exactly as imaging.preprocess computes it.
+ */
+export function preprocess(image, config) {
+  const [height, width] = config.size;
+  if (height !== width) throw new Error(`only square model inputs are supported, config asks for ${height}x${width}`);
+  if (config.resize !== "shorter_side_then_center_crop") throw new Error(`unknown resize mode ${config.resize}`);
+  const rgb = image.rgb;
   const [w, h] = resizedSize(image.width, image.height, config);
   let pixels = rgb;
   if (w !== image.width || h !== image.height) {
