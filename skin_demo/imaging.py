@@ -1,8 +1,15 @@
-"""Decode untrusted images safely, and turn an image into a model input tensor.
+"""Decode untrusted images within a memory and time budget, and turn an image into a model input tensor.
 
 `load_image` is the only way an image enters the system (the app, training and evaluation all use it), and
 `preprocess` is the one preprocessing function; training's eval transform must match it (tests/test_parity.py).
 numpy and Pillow only.
+
+The budget: a file of at most 25 MB can still describe 50 megapixels of one flat colour (a 190 kB PNG decodes to
+196 MB of RGBA), so every step after the unavoidable decode works on a reduced copy. JPEGs decode at reduced
+size (`draft`); other formats over MAX_WORKING_PIXELS are reduced right after decoding, before orientation or
+colour conversion make further copies; 16-bit and float images are scaled in float32. One large decode runs at a
+time, so a flood of such files cannot stack their peaks or starve ordinary requests of the CPU
+(benchmarks/bench_decode.py measures both).
 """
 
 from __future__ import annotations
@@ -10,12 +17,13 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from skin_demo.config import PreprocessConfig
 
@@ -26,6 +34,19 @@ MIN_SIDE = 32
 # 25 kB PNG of 40x60000 pixels becomes 256x384000 (300 MB, seconds of CPU), and 32x1500000 would need gigabytes.
 # No photo of one lesion is that shape (phone panoramas stay under about 10:1), so such images are refused.
 MAX_ASPECT_RATIO = 10
+# Photo formats only: Pillow opens some forty formats, some through external programs (EPS: Ghostscript) or
+# with decoders whose memory use nobody here has measured.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "PPM")
+# Decodes that need several bytes per pixel whatever the draft get lower pixel limits, so they fit the budget too:
+# WebP (libwebp's buffers, then Pillow's copy: about 15 bytes a pixel at peak for RGBA) and progressive JPEG
+# (libjpeg keeps every DCT coefficient of the full-size image: 2 bytes per sample, at any draft scale).
+MAX_PIXELS_BY_KIND = {"WebP": 16_000_000, "progressive JPEG": 25_000_000}
+# A decoded image larger than this is reduced right away (a 12 MP phone photo: 36 MB as RGB).
+MAX_WORKING_PIXELS = 12_000_000
+# Decodes that hold more than this many full-size pixels take the one large-decode slot.
+LARGE_DECODE_PIXELS = 4_000_000
+LARGE_DECODE_WAIT_S = 30.0
+REDUCE_BAND_PIXELS = 2_000_000  # reduction works on bands of about this many pixels (8 MB of RGBA)
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
@@ -34,6 +55,8 @@ _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
 }
+_HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_large_decode = threading.BoundedSemaphore(1)
 
 
 class ImageError(ValueError):
@@ -44,27 +67,33 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
     """Decode `source` into an upright 8-bit RGB image.
 
     Applies the EXIF orientation, takes the first frame of animated files, flattens transparency onto white and
-    scales 16-bit and float images to 8 bits. `draft_size` lets JPEG decoding skip detail that a resize to that
-    many pixels would discard anyway (a large speed-up for phone photos); the result keeps its shorter side
-    >= 2 * draft_size so the final resize still works from real detail.
+    scales 16-bit and float images to 8 bits. `draft_size` (the shorter side preprocess will resize to) lets
+    decoding skip detail that resize would discard anyway: JPEGs decode at reduced scale, and images of other
+    formats over MAX_WORKING_PIXELS are reduced right after decoding, both keeping the shorter side >=
+    2 * draft_size so the final resize still works from real detail. Whatever draft_size, the result has at most
+    MAX_WORKING_PIXELS pixels.
 
-    Raises ImageError for empty, corrupt, non-image, too large, too small or too elongated inputs.
+    Raises ImageError for empty, corrupt, non-image, too large, too small or too elongated inputs, and when the
+    server is too busy decoding other large images to take this one within LARGE_DECODE_WAIT_S.
     """
     if isinstance(source, Image.Image):
         image = source
     else:
         image = _open(source)
     try:
-        _check_size(image.size)
+        kind = _kind(image)
+        _check_size(image.size, MAX_PIXELS_BY_KIND.get(kind, MAX_PIXELS), kind)
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
-        if draft_size and image.format == "JPEG":
-            image.draft("RGB", (2 * draft_size, 2 * draft_size))
+        full_size_pixels = image.width * image.height
+        if image.format == "JPEG":
+            _draft(image, draft_size)
+        if kind != "progressive JPEG":  # a baseline JPEG holds only the pixels it decodes at (after the draft)
+            full_size_pixels = image.width * image.height
+        image, orientation = _decode_reduced(image, draft_size, large=full_size_pixels > LARGE_DECODE_PIXELS)
         with warnings.catch_warnings():
-            # Pillow warns about odd EXIF/ICC data; the image itself is fine, and warnings would only fill logs.
             warnings.simplefilter("ignore")
-            image.load()
-            image = ImageOps.exif_transpose(image)
+            image = _upright(image, orientation)
         rgb = _to_rgb(image)
     except ImageError:
         raise
@@ -77,15 +106,16 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
 def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     """Return the float32 array [3, H, W] that the model expects for an RGB `image`.
 
-    Mirrors timm's eval transform for a square size: resize the shorter side to floor(size / crop_pct) with
-    the configured interpolation, centre-crop to size, scale to [0, 1], normalise with mean and std.
+    Mirrors timm's eval transform for a square size: resize the shorter side to `config.resize_shorter_side`
+    (floor(size / crop_pct)) with the configured interpolation, centre-crop to size, scale to [0, 1], normalise
+    with mean and std.
     """
     if image.mode != "RGB":
         raise ImageError(f"preprocess needs an RGB image, got mode {image.mode!r}; use load_image first")
     height, width = config.size
     if height != width:
         raise ImageError(f"only square model inputs are supported, config asks for {height}x{width}")
-    target_short = math.floor(height / config.crop_pct)
+    target_short = config.resize_shorter_side
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     if short != target_short:
@@ -123,19 +153,101 @@ def _open(source: ImageSource) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(source)
+            return Image.open(source, formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageError("this file is not an image Pillow can read; upload a JPEG or PNG photo") from None
+        raise ImageError(
+            "this file is not an image this app can read; upload a JPEG or PNG photo (WebP, GIF, TIFF, BMP work too)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(_too_many_pixels()) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"could not read image: {_reason(exc)} (upload a JPEG or PNG photo)") from None
 
 
-def _check_size(size: tuple[int, int]) -> None:
+def _draft(image: Image.Image, draft_size: int | None) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale: as far as keeps the shorter side >= 2 * draft_size, and at
+    least as far as MAX_WORKING_PIXELS needs."""
+    width, height = image.size
+    budget = math.ceil(math.sqrt(width * height / MAX_WORKING_PIXELS))
+    if not draft_size and budget == 1:
+        return
+    wanted = (2 * draft_size, 2 * draft_size) if draft_size else (width, height)
+    image.draft("RGB", (min(wanted[0], math.ceil(width / budget)), min(wanted[1], math.ceil(height / budget))))
+
+
+def _reduction_factor(size: tuple[int, int], draft_size: int | None) -> int:
+    """How many times smaller a decoded image of `size` is made at once: 1 up to MAX_WORKING_PIXELS (ordinary
+    photos are used as decoded), else as far as keeps the shorter side >= 2 * draft_size and at least as far as
+    MAX_WORKING_PIXELS needs."""
     width, height = size
-    if width * height > MAX_PIXELS:
-        raise ImageError(_too_many_pixels(width, height))
+    if width * height <= MAX_WORKING_PIXELS:
+        return 1
+    factor = min(width, height) // (2 * draft_size) if draft_size else 1
+    return max(1, factor, math.ceil(math.sqrt(width * height / MAX_WORKING_PIXELS)))
+
+
+def _kind(image: Image.Image) -> str:
+    if image.format == "JPEG" and image.info.get("progressive"):
+        return "progressive JPEG"
+    return {"WEBP": "WebP"}.get(image.format or "", image.format or "image")
+
+
+def _decode_reduced(image: Image.Image, draft_size: int | None, *, large: bool) -> tuple[Image.Image, int]:
+    """Decode `image` (a `large` one only while holding the one large-decode slot) and return it reduced by
+    `_reduction_factor`, with its EXIF orientation; the full-size pixels are dropped before anything else."""
+    if large:
+        if not _large_decode.acquire(timeout=LARGE_DECODE_WAIT_S):
+            raise ImageError("the server is busy decoding other very large images; try again in a minute, or "
+                             "upload a smaller photo")  # fmt: skip
+        try:
+            return _reduce(_load(image), draft_size)
+        finally:
+            _large_decode.release()
+    return _reduce(_load(image), draft_size)
+
+
+def _load(image: Image.Image) -> Image.Image:
+    with warnings.catch_warnings():
+        # Pillow warns about odd EXIF/ICC data; the image itself is fine, and warnings would only fill logs.
+        warnings.simplefilter("ignore")
+        image.load()
+    return image
+
+
+def _reduce(image: Image.Image, draft_size: int | None) -> tuple[Image.Image, int]:
+    # Read from the decoded file: a reduced copy keeps `info` (EXIF of JPEG, PNG, WebP) but not TIFF's tags, and
+    # a PNG's eXIf chunk may come after its pixels.
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    factor = _reduction_factor(image.size, draft_size)
+    if factor == 1:
+        return image, orientation
+    width, height = image.size
+    size = (math.ceil(width / factor), math.ceil(height / factor))
+    if image.mode in ("1", "P", "PA"):  # palette indices must not be averaged: pick pixels
+        return image.resize(size, Image.Resampling.NEAREST), orientation
+    if image.mode.startswith("I;16"):  # reduce() does not take these; resize averages straight into the result
+        return image.resize(size, Image.Resampling.BOX), orientation
+    # reduce() averages boxes of factor x factor pixels; on the whole image at once it would first make a full
+    # premultiplied copy of an RGBA one (196 MB for 7000x7000), so it works on bands of rows instead.
+    reduced = Image.new(image.mode, size)
+    rows = factor * max(1, REDUCE_BAND_PIXELS // (width * factor))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(top + rows, height)))
+        reduced.paste(band.reduce(factor), (0, top // factor))
+    return reduced, orientation
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    """Apply the EXIF `orientation` read from the file (the image may be a reduced copy without the tag)."""
+    if orientation != 1:
+        image.getexif()[ExifTags.Base.Orientation] = orientation
+    return ImageOps.exif_transpose(image)
+
+
+def _check_size(size: tuple[int, int], max_pixels: int = MAX_PIXELS, kind: str = "") -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(_too_many_pixels(width, height, max_pixels, kind if max_pixels != MAX_PIXELS else ""))
     if min(width, height) < MIN_SIDE:
         raise ImageError(
             f"the image is only {width}x{height} pixels; upload a photo at least {MIN_SIDE} pixels on each side"
@@ -149,14 +261,17 @@ def _check_size(size: tuple[int, int]) -> None:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB without the surprises of a bare convert("RGB")."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # convert("RGB") clips 16-bit values at 255 (a white image); scale the real range down instead.
-        values = np.asarray(image, dtype=np.float64)
+    if image.mode in _HIGH_BIT_DEPTH:
+        # convert("RGB") clips 16-bit values at 255 (a white image); scale the real range down instead, in
+        # float32 (exact for 16-bit values, 8 bits out) and in place.
+        values = np.array(image, dtype=np.float32)
         top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
         if image.mode == "F":
             top = max(float(values.max()), 1.0)
-        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        values *= np.float32(255.0 / top)
+        values += np.float32(0.5)
+        np.clip(values, 0, 255, out=values)
+        return Image.fromarray(values.astype(np.uint8), mode="L").convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
@@ -175,10 +290,13 @@ def _too_big_bytes(n_bytes: int) -> str:
     )
 
 
-def _too_many_pixels(width: int | None = None, height: int | None = None) -> str:
+def _too_many_pixels(
+    width: int | None = None, height: int | None = None, max_pixels: int = MAX_PIXELS, kind: str = ""
+) -> str:
     size = f" ({width}x{height})" if width else ""
+    which = f" for a {kind}" if kind else ""
     return (
-        f"the image is too large{size}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels "
+        f"the image is too large{size}; the limit is {max_pixels / 1e6:.0f} megapixels{which} "
         "(resize it or upload a normal photo)"
     )
 

@@ -127,3 +127,37 @@ def bomb_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     path.write_bytes(data)
     return path
+
+
+# -- decompression bombs that are valid images: tiny files, huge decoded sizes ----------------------------------
+
+PNG_COLOUR_TYPES = {"L": (0, 1), "RGB": (2, 3), "P": (3, 1), "LA": (4, 2), "RGBA": (6, 4)}  # mode: (type, bands)
+
+
+def flat_png(path: Path, width: int, height: int, mode: str = "RGBA", bit_depth: int = 8) -> Path:
+    """A valid PNG of one flat colour, written row by row so that making it costs no memory: 7000x7000 RGBA is
+    about 190 kB on disk and 196 MB decoded, 16-bit grey about 95 kB and 98 MB. (Palette: skin-coloured.)"""
+    colour_type, bands = PNG_COLOUR_TYPES[mode]
+    row = b"\0" + b"\x7f" * (width * bands * bit_depth // 8)  # filter byte "none", then mid-grey samples
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    palette = chunk(b"PLTE", bytes([200, 150, 130] * 256)) if mode == "P" else b""
+    chunks = chunk(b"IHDR", header) + palette + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def big_image(path: Path, width: int, height: int, mode: str = "RGB", fmt: str = "JPEG", **save_kwargs) -> Path:
+    """A large image of a smooth gradient saved by Pillow (for formats written from memory: JPEG, WebP, TIFF...).
+    Making it costs about width x height x bands bytes in the calling process."""
+    gradient = np.add.outer(np.linspace(60, 200, height, dtype=np.float32), np.linspace(0, 40, width, dtype=np.float32))
+    grey = Image.fromarray(gradient.astype(np.uint8), "L")
+    del gradient
+    image = grey if mode == "L" else grey.convert(mode)
+    image.save(path, format=fmt, **save_kwargs)
+    return path
