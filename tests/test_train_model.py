@@ -54,3 +54,24 @@ def test_flip_averaged_is_the_mean_over_the_mirror_image(tiny_net):
     with torch.no_grad():
         expected = (single(images) + single(images.flip(3))) / 2
         torch.testing.assert_close(FlipAveraged(single)(images), expected)
+
+
+def test_float16_weight_storage_halves_the_file_and_keeps_the_outputs(tiny_net):
+    import numpy as np
+    import onnxruntime as ort
+
+    from skin_demo.config import PackageConfig, PreprocessConfig
+    from skin_demo.train.export import max_probability_change, to_onnx, with_float16_weights
+
+    config = PackageConfig(task="lesion_type", labels=LESION_CODES, malignant_labels=("akiec", "bcc", "mel"),
+                           preprocess=PreprocessConfig(size=(32, 32)), architecture="test_efficientnet")
+    full = to_onnx(SingleTaskNet(tiny_net, "lesion_type"), config)
+    compact = with_float16_weights(full, min_elements=16)
+    assert len(compact.SerializeToString()) < 0.7 * len(full.SerializeToString())
+    assert any(t.data_type == 10 for t in compact.graph.initializer)  # TensorProto.FLOAT16
+    batch = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    change = max_probability_change(full, compact, batch, temperature=1.0)
+    assert 0 < change < 5e-3
+    # The graph still takes and gives float32, so serving and the browser need no change.
+    session = ort.InferenceSession(compact.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"image": batch})[0].dtype == np.float32

@@ -42,7 +42,7 @@ from skin_demo.train.calibrate import fit_temperature
 from skin_demo.train.card import render_model_card
 from skin_demo.train.data import TASKS, Sample, label_index, task_labels
 from skin_demo.train.dataset import CachedImages, decode_cached
-from skin_demo.train.export import max_logit_difference, to_onnx
+from skin_demo.train.export import max_logit_difference, max_probability_change, to_onnx, with_float16_weights
 from skin_demo.train.metrics import choose_threshold
 from skin_demo.train.model import DEFAULT_ARCHITECTURE, MultiTaskNet, preprocess_config
 from skin_demo.train.package_files import write_package
@@ -54,6 +54,7 @@ log = logging.getLogger("skin_demo.train")
 MIN_SENSITIVITY = 0.90  # the malignancy threshold is the highest one that keeps validation sensitivity here
 TTA_MIN_GAIN = 0.01  # flip test-time augmentation ships only if it lifts the validation metric by a point
 PARITY_LIMIT = 1e-3  # largest |torch - ONNX Runtime| logit difference a package may ship with
+FLOAT16_LIMIT = 5e-3  # float16 weight storage ships only if no probability moves more than this on validation
 
 
 def register(subparsers) -> None:
@@ -87,6 +88,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     parser.add_argument("--no-export", action="store_true", help="train and select only (for sweeps)")
+    parser.add_argument("--float32-weights", action="store_true",
+                        help="store weights as float32 (default: float16 storage, half the download, float32 compute)")
     parser.set_defaults(func=run)
 
 
@@ -325,11 +328,22 @@ def _write_task_package(args, module, task, pre, state, choice, val: _Validation
     parity = max_logit_difference(module, proto, parity_batch)
     if parity > PARITY_LIMIT:
         raise RuntimeError(f"{task}: ONNX Runtime differs from torch by {parity:.2e} in a logit (limit {PARITY_LIMIT})")
-    config = PackageConfig(**{**config.__dict__,
-                              "provenance": {**config.provenance, "onnx_parity_max_abs_logit_diff": float(f"{parity:.3g}")}})
+    provenance = {**config.provenance, "onnx_parity_max_abs_logit_diff": float(f"{parity:.3g}"),
+                  "weights": "float32"}
+    if not args.float32_weights:
+        compact = with_float16_weights(proto)
+        change = max_probability_change(proto, compact, parity_batch, temperature)
+        if change <= FLOAT16_LIMIT:
+            proto = compact
+            provenance.update(weights="float16 storage, float32 compute",
+                              float16_max_probability_change=float(f"{change:.3g}"))
+        else:
+            log.warning("%s: float16 weights move a probability by %.2e (limit %.0e): kept float32", task, change,
+                        FLOAT16_LIMIT)
+    config = PackageConfig(**{**config.__dict__, "provenance": provenance})
     package_dir = write_package(out / "packages" / task, proto, config, render_model_card(config, None))
-    log.info("%s: %s, temperature %.3f, threshold %s, parity %.2e -> %s", task, json.dumps(choice), temperature,
-             threshold, parity, package_dir)
+    log.info("%s: %s, temperature %.3f, threshold %s, parity %.2e, weights %s -> %s", task, json.dumps(choice),
+             temperature, threshold, parity, provenance["weights"], package_dir)
     return package_dir
 
 
