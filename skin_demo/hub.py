@@ -57,8 +57,9 @@ def load_from_hub(
     revision: a commit sha (best: never changes) or a tag; the source string names the resolved commit.
     Files go to the Hugging Face cache (HF_HUB_CACHE / HF_HOME, read when called), so a second load of a commit
     sha is served from disk without any request. HF_HUB_OFFLINE=1 uses the cache only. endpoint defaults to
-    HF_ENDPOINT. `timeout_s` bounds each request (huggingface_hub's `etag_timeout`), `deadline_s` the whole
-    download.
+    HF_ENDPOINT. `timeout_s` bounds the first request and each file's metadata request (huggingface_hub's
+    `etag_timeout`; HF_HUB_ETAG_TIMEOUT overrides it), HF_HUB_DOWNLOAD_TIMEOUT a stall while a file downloads,
+    `deadline_s` the whole download.
     Raises HubError if the Hub cannot be reached or lacks the files, PackageError if the package is invalid.
     """
     if not repo_id or not revision:

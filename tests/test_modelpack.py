@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto
 
-from skin_demo.config import PackageConfig
+from skin_demo.config import CONFIG_FILE, MODEL_FILE, ONNX_METADATA_KEY, PackageConfig
 from skin_demo.modelpack import ModelPack, PackageError, session_options, softmax
 from skin_demo.settings import HubSource, Settings, SettingsError, load_models
 from tests.tiny_packages import make_models_dir, make_package, tiny_config, tiny_logits
@@ -131,9 +132,14 @@ def test_missing_folder(tmp_path):
 
 
 def test_config_json_and_embedded_config_are_the_same_document(tmp_path):
-    pack = ModelPack.load(make_package(tmp_path / "pkg"))
-    on_disk = json.loads((tmp_path / "pkg" / "config.json").read_text())
-    assert PackageConfig.from_dict(on_disk) == pack.config
+    folder = make_package(tmp_path / "pkg", config_overrides={"temperature": 1.7})
+    pack = ModelPack.load(folder)
+    metadata = {p.key: p.value for p in onnx.load(str(folder / MODEL_FILE)).metadata_props}
+    embedded = json.loads(metadata[ONNX_METADATA_KEY])
+    on_disk = json.loads((folder / CONFIG_FILE).read_text())
+    assert embedded == on_disk
+    assert PackageConfig.from_dict(embedded) == pack.config
+    assert pack.config.temperature == 1.7  # what serving uses is what both copies say
 
 
 # -- settings: where the packages come from ------------------------------------------------------------------

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import onnx
 
-from skin_demo.config import ONNX_METADATA_KEY, PackageConfig
-
-MODEL_FILE = "model.onnx"
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
+from skin_demo.config import CONFIG_FILE, MODEL_FILE, ONNX_METADATA_KEY, PackageConfig
+from skin_demo.config import README_FILE as CARD_FILE
 
 
 def embed_config(proto: onnx.ModelProto, config: PackageConfig) -> onnx.ModelProto:
