@@ -233,8 +233,14 @@ def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(b
     assert page.locator("#disclaimer").is_visible()
     pick = page.locator("label[for=camera]").bounding_box()
     assert pick["y"] + pick["height"] <= 844, "the photo button must be on the first screen"
+    assert page.locator("#disclaimer").inner_text().startswith("⚠️ " + ui.DISCLAIMER_SHORT)
     page.locator("#camera").set_input_files(str(photo))
     page.wait_for_selector("#charts svg >> nth=1")
+    expected = tiny_app.predict(photo)
+    assert expected["lesion_check"]["passed"]
+    words = ui.FLAGGED if expected["malignancy_flag"]["flagged"] else ui.NOT_FLAGGED
+    assert page.locator("#headline").inner_text().startswith(words)
+    assert page.locator("#show-anyway").is_hidden() and page.locator("#message").is_hidden()
     headline = page.locator("#headline").bounding_box()
     assert 0 <= headline["y"] and headline["y"] + headline["height"] <= 844, "the result must scroll into view"
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no horizontal scrolling"
@@ -249,6 +255,8 @@ def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(b
     assert page.locator("#charts svg").count() == 0
     page.locator("#show-anyway").click()
     assert page.locator("#charts svg").count() == 2
+    assert tiny_app.predict(dark)["malignancy_flag"]["flagged"]
+    assert page.locator("#headline").inner_text().startswith(ui.FLAGGED)
     page.screenshot(path=str(tmp_path / "phone-rejected.png"), full_page=True)
 
     origin = urlsplit(tiny_app.url).netloc

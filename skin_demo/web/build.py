@@ -23,6 +23,7 @@ from skin_demo.web.site import (
     WebError,
     build_manifest,
     model_files,
+    page_texts,
     wasm_size,
 )
 
@@ -64,7 +65,7 @@ The COOP/COEP headers above make the page cross-origin isolated, so the runtime 
 """
 
 
-def build_static(out: Path, models: list[ModelPack], *, disclaimer: str, notices: dict[str, str] | None = None) -> Path:
+def build_static(out: Path, models: list[ModelPack], *, texts: dict[str, str], notices: dict[str, str] | None = None) -> Path:
     """Write the static site for `models` into `out` (created; must not exist or be empty) and return it."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -81,12 +82,12 @@ def build_static(out: Path, models: list[ModelPack], *, disclaimer: str, notices
         shutil.copyfile(file.path, target)
     size = wasm_size()
     manifest = build_manifest(
-        files, disclaimer=disclaimer, wasm_bytes=size, wasm_transfer_bytes=size, notices=notices, server_page=None
+        files, texts=texts, wasm_bytes=size, wasm_transfer_bytes=size, notices=notices, server_page=None
     )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     total = size + sum(f.size for f in files.values())
     card = SPACE_CARD.format(
-        disclaimer=disclaimer,
+        disclaimer=texts["disclaimer"],
         tasks=", ".join(files),
         megabytes=total / 1e6,
         models="\n".join(f"- `{t}`: {f.source}, sha256 `{f.sha256}`" for t, f in files.items()),
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.models_dir:
             settings = dataclasses.replace(settings, models_dir=args.models_dir)
         packs, notices = packages_in_use(settings)
-        from skin_demo.ui import DISCLAIMER  # the same warning as the Gradio page
-
-        out = build_static(args.out, packs, disclaimer=DISCLAIMER, notices=notices)
+        out = build_static(args.out, packs, texts=page_texts(), notices=notices)
     except (PackageError, SettingsError, WebError) as exc:
         print(f"skin_demo.web build: {exc}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from skin_demo.web.site import (
     build_manifest,
     compressed_wasm,
     model_files,
+    page_texts,
     runtime_dir,
     static_url,
     wasm_size,
@@ -69,7 +70,7 @@ class _WithHeaders:
 def on_device_app(
     models: Iterable[ModelPack],
     *,
-    disclaimer: str,
+    texts: Mapping[str, str],
     notices: Mapping[str, str] | None = None,
     server_page: str | None = "../",
 ) -> ASGIApp:
@@ -78,7 +79,7 @@ def on_device_app(
     wasm_path = compressed_wasm()
     manifest = build_manifest(
         files,
-        disclaimer=disclaimer,
+        texts=texts,
         wasm_bytes=wasm_size(),
         wasm_transfer_bytes=wasm_path.stat().st_size,
         notices=notices,
@@ -116,19 +117,17 @@ def on_device_app(
     return _WithHeaders(app, ISOLATION_HEADERS)
 
 
-def mount_on_device(fastapi_app: Starlette, models: Iterable[ModelPack], *, disclaimer: str | None = None,
+def mount_on_device(fastapi_app: Starlette, models: Iterable[ModelPack], *, texts: Mapping[str, str] | None = None,
                     server_page: str | None = "../") -> None:  # fmt: skip
     """Serve the on-device page for `models` (the packages in use, bundled or from the Hub) at /on-device/.
 
     fastapi_app: the app's FastAPI application (Gradio's `demo.app` after launch, or one given to
       gr.mount_gradio_app); the routes go first, so nothing of Gradio's can shadow them, and can be added to a
       running server. models: ModelPacks, e.g. settings.LoadedModels (its notices are passed on to the page).
-    disclaimer: the warning shown on the page; default the Gradio page's own (skin_demo.ui.DISCLAIMER).
+    texts: the warning and headline words; default the Gradio page's own (site.page_texts()).
     Raises site.WebError when the vendored runtime is missing.
     """
-    if disclaimer is None:
-        from skin_demo.ui import DISCLAIMER as disclaimer  # the page's warning is the Gradio page's warning
-    sub_app = on_device_app(models, disclaimer=disclaimer, notices=getattr(models, "notices", None),
+    sub_app = on_device_app(models, texts=texts or page_texts(), notices=getattr(models, "notices", None),
                             server_page=server_page)  # fmt: skip
 
     async def add_slash(request: Request) -> Response:

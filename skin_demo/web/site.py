@@ -108,10 +108,22 @@ def model_files(packs: Iterable[ModelPack]) -> dict[str, ModelFile]:
     return files
 
 
+def page_texts() -> dict[str, str]:
+    """The Gradio page's own warning and headline words (skin_demo.ui), so both pages say the same."""
+    from skin_demo import ui  # imports gradio: only when a page is served or built
+
+    return {
+        "disclaimer": ui.DISCLAIMER,
+        "disclaimer_short": ui.DISCLAIMER_SHORT,
+        "flagged": ui.FLAGGED,
+        "not_flagged": ui.NOT_FLAGGED,
+    }
+
+
 def build_manifest(
     models: Mapping[str, ModelFile],
     *,
-    disclaimer: str,
+    texts: Mapping[str, str],
     wasm_bytes: int,
     wasm_transfer_bytes: int,
     notices: Mapping[str, str] | None = None,
@@ -119,6 +131,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """manifest.json: what the page loads and the app's own texts and limits (see the module docstring).
 
+    texts: the warning and headline words, as page_texts() gives them.
     wasm_transfer_bytes: what a first visit downloads for the runtime (the compressed size where the server sends it
     gzip-encoded). server_page: a URL of the server's own page, relative to the on-device page, or None.
     """
@@ -144,7 +157,7 @@ def build_manifest(
             "lesion_check_passed": postprocess.LESION_CHECK_PASSED_MESSAGE,
             "lesion_check_failed": postprocess.LESION_CHECK_FAILED_MESSAGE,
             "not_an_image": _not_an_image_message(),
-            "disclaimer": disclaimer,
+            **texts,
         },
         "limits": {
             "max_file_bytes": imaging.MAX_FILE_BYTES,

@@ -30,6 +30,7 @@ async function start() {
   const worker = registerServiceWorker();
   const engine = await Engine.open(location.href, { threads: Number(params.get("threads")) || undefined });
   const m = engine.manifest;
+  $("disclaimer-short").textContent = m.messages.disclaimer_short;
   $("disclaimer-full").textContent = m.messages.disclaimer;
   if (m.server_page) {
     $("server-link").href = new URL(m.server_page, m.base).href;
@@ -86,9 +87,8 @@ function render(result, manifest, { forceNumbers = false } = {}) {
   const p = result.malignancy_probability;
   $("headline").textContent = rejected
     ? "No result: not a lesion close-up"
-    : flag.flagged
-      ? `Above the model's alert threshold (${percent(p)} malignant; threshold ${percent(flag.threshold)})`
-      : `Below the model's alert threshold (${percent(p)} malignant; threshold ${percent(flag.threshold)})`;
+    : `${flag.flagged ? manifest.messages.flagged : manifest.messages.not_flagged} ` +
+      `(${percent(p)} malignant; threshold ${percent(flag.threshold)})`;
   $("headline").className = rejected ? "" : flag.flagged ? "flagged" : "not-flagged";
   const charts = $("charts");
   charts.replaceChildren();
