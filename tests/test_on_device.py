@@ -225,6 +225,26 @@ def test_bad_files_get_the_servers_message_on_the_page(page, tmp_path):
         assert page.locator("#output").is_hidden()
 
 
+@pytest.mark.parametrize("gesture", ["paste", "drop"])
+def test_pasted_and_dropped_images_are_analysed(page, tmp_path, gesture):
+    photo = files.jpeg(tmp_path / "photo.jpg", 300, 200, seed=9)
+    page.evaluate("() => { document.querySelector('#timing').textContent = ''; }")
+    page.evaluate(
+        """async ([url, gesture]) => {
+          const blob = await (await fetch(url)).blob();
+          const data = new DataTransfer();
+          data.items.add(new File([blob], "photo.jpg", { type: "image/jpeg" }));
+          const event = gesture === "paste"
+            ? new ClipboardEvent("paste", { clipboardData: data, bubbles: true })
+            : new DragEvent("drop", { dataTransfer: data, bubbles: true });
+          document.body.dispatchEvent(event);
+        }""",
+        [data_url(photo), gesture],
+    )
+    page.wait_for_function("() => document.querySelector('#timing').textContent.startsWith('Analysed on this device')")
+    assert page.locator("#charts svg").count() == 2
+
+
 def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(browser, tiny_app, tmp_path):
     page = open_page(browser, tiny_app.page_url, viewport={"width": 390, "height": 844}, device_scale_factor=2,
                      is_mobile=True, has_touch=True)  # fmt: skip
