@@ -65,7 +65,9 @@ The COOP/COEP headers above make the page cross-origin isolated, so the runtime 
 """
 
 
-def build_static(out: Path, models: list[ModelPack], *, texts: dict[str, str], notices: dict[str, str] | None = None) -> Path:
+def build_static(
+    out: Path, models: list[ModelPack], *, texts: dict[str, str], notices: dict[str, str] | None = None
+) -> Path:
     """Write the static site for `models` into `out` (created; must not exist or be empty) and return it."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):

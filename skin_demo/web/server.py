@@ -101,7 +101,8 @@ def on_device_app(
 
     async def wasm(request: Request) -> Response:
         if "gzip" in request.headers.get("accept-encoding", ""):
-            return FileResponse(wasm_path, media_type="application/wasm", headers={**IMMUTABLE, "Content-Encoding": "gzip"})
+            headers = {**IMMUTABLE, "Content-Encoding": "gzip"}
+            return FileResponse(wasm_path, media_type="application/wasm", headers=headers)
         return Response(gzip.decompress(wasm_path.read_bytes()), media_type="application/wasm", headers=IMMUTABLE)
 
     app = Starlette(

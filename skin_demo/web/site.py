@@ -143,7 +143,11 @@ def build_manifest(
         "runtime": {
             "module": static_url(runtime / RUNTIME_MODULE),
             "wasm_paths": static_url(runtime) + "/",
-            "wasm": {"url": static_url(runtime / RUNTIME_WASM), "bytes": wasm_bytes, "transfer_bytes": wasm_transfer_bytes},
+            "wasm": {
+                "url": static_url(runtime / RUNTIME_WASM),
+                "bytes": wasm_bytes,
+                "transfer_bytes": wasm_transfer_bytes,
+            },
         },
         "models": {
             task: {"url": f.url, "bytes": f.size, "transfer_bytes": f.size, "sha256": f.sha256, "source": f.source}

@@ -23,7 +23,10 @@ function wedge(cx, cy, outer, inner, from, sweep) {
   const [x2, y2] = point(cx, cy, outer, from + sweep);
   const [x3, y3] = point(cx, cy, inner, from + sweep);
   const [x4, y4] = point(cx, cy, inner, from);
-  return `M${x1} ${y1}A${outer} ${outer} 0 ${large} 1 ${x2} ${y2}L${x3} ${y3}A${inner} ${inner} 0 ${large} 0 ${x4} ${y4}Z`;
+  return (
+    `M${x1} ${y1}A${outer} ${outer} 0 ${large} 1 ${x2} ${y2}` +
+    `L${x3} ${y3}A${inner} ${inner} 0 ${large} 0 ${x4} ${y4}Z`
+  );
 }
 
 function percent(p) {
@@ -46,13 +49,15 @@ export function donut({ title, slices, centre, caption }) {
   for (const s of slices) {
     const sweep = (360 * Math.max(0, s.probability)) / total;
     if (sweep > 0) {
-      const path = node("path", { d: wedge(cx, cy, 105, 65, angle, sweep), fill: s.colour, stroke: "#fff", "stroke-width": 1.5 });
+      const d = wedge(cx, cy, 105, 65, angle, sweep);
+      const path = node("path", { d, fill: s.colour, stroke: "#fff", "stroke-width": 1.5 });
       path.dataset.label = s.label;
       svg.append(path);
     }
     angle += sweep;
   }
-  svg.append(node("text", { x: cx, y: cy + 4, "text-anchor": "middle", "font-size": 28, "font-weight": "bold", fill: TEXT }, centre));
+  const big = { x: cx, y: cy + 4, "text-anchor": "middle", "font-size": 28, "font-weight": "bold", fill: TEXT };
+  svg.append(node("text", big, centre));
   svg.append(node("text", { x: cx, y: cy + 26, "text-anchor": "middle", "font-size": 13, fill: "#444" }, caption));
   slices.forEach((s, row) => {
     const y = legendTop + 24 * row;

@@ -25,7 +25,10 @@ function sizeProblem(width, height, limits) {
     );
   }
   if (Math.min(width, height) < limits.min_side) {
-    return `the image is only ${width}x${height} pixels; upload a photo at least ${limits.min_side} pixels on each side`;
+    return (
+      `the image is only ${width}x${height} pixels; ` +
+      `upload a photo at least ${limits.min_side} pixels on each side`
+    );
   }
   if (Math.max(width, height) > limits.max_aspect_ratio * Math.min(width, height)) {
     return (
@@ -311,7 +314,13 @@ export class Engine {
       models: Object.fromEntries(
         Object.entries(this.packages).map(([task, p]) => [
           task,
-          { task, source: p.source, architecture: p.config.architecture, labels: p.config.labels, metrics: p.config.metrics },
+          {
+            task,
+            source: p.source,
+            architecture: p.config.architecture,
+            labels: p.config.labels,
+            metrics: p.config.metrics,
+          },
         ]),
       ),
       timings_ms: {
