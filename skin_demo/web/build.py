@@ -61,7 +61,9 @@ Built by `python -m skin_demo.web build` from the skin-demo repository. Models:
 
 {models}
 
-The COOP/COEP headers above make the page cross-origin isolated, so the runtime can use several threads.
+The COOP/COEP headers above make the page cross-origin isolated, so the runtime can use several threads. To publish
+this folder as a static Space: `huggingface_hub.HfApi().upload_folder(folder_path=".", repo_id="ORG/NAME",
+repo_type="space")` (it stores the model files, over 10 MB each, as large files).
 """
 
 
