@@ -22,7 +22,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ REFUSED_FILE = (
     "URLs and data URLs are not accepted"
 )
 NOT_JSON = "the request body is not valid JSON"
+UNKNOWN_EVENT = "this request does not name an event of this app with its inputs"
 FILE_META = {"_type": "gradio.FileData"}
 MULTIPART = b"multipart/form-data"
 
@@ -47,13 +48,17 @@ class RequestGuard:
     upload_limit: the most bytes a multipart (file upload) body may have.
     json_limit: the most bytes any other body may have.
     upload_folder: the folder Gradio's upload route stores files in.
+    event_inputs: for a request path and its parsed body, how many inputs the event it calls takes (None when it
+      calls no event); see `gradio_event_inputs`.
     """
 
-    def __init__(self, app, *, upload_limit: int, json_limit: int, upload_folder: str) -> None:
+    def __init__(self, app, *, upload_limit: int, json_limit: int, upload_folder: str,
+                 event_inputs: Callable[[str, Any], int | None]) -> None:  # fmt: skip
         self.app = app
         self.upload_limit = upload_limit
         self.json_limit = json_limit
         self.upload_folder = os.path.abspath(upload_folder)
+        self.event_inputs = event_inputs
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -128,7 +133,7 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problem = self._problem(body) if body else None
+        problem = self._problem(scope["path"], body) if body else None
         if problem:
             await _respond(send, 400, problem)
             return
@@ -143,12 +148,18 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    def _problem(self, body: bytes) -> str | None:
+    def _problem(self, path: str, body: bytes) -> str | None:
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError, RecursionError):
             return NOT_JSON
         folder = self.upload_folder
+        expected = self.event_inputs(path, payload)
+        if expected is not None:
+            # Gradio answers an event call with too few inputs with a traceback in the log; refuse it here.
+            data = payload.get("data") if isinstance(payload, dict) else None
+            if not isinstance(data, list) or len(data) < expected:
+                return UNKNOWN_EVENT
         if isinstance(payload, dict):
             if isinstance(payload.get("data"), list):
                 if not all(item is None or _is_upload(item, folder) for item in payload["data"]):
@@ -159,6 +170,33 @@ class RequestGuard:
         if any(not _is_upload(obj, folder) for obj in _file_like(payload)):
             return REFUSED_FILE
         return None
+
+
+def gradio_event_inputs(fns: Mapping[int, Any], api_prefix: str) -> Callable[[str, Any], int | None]:
+    """`event_inputs` for a Gradio app whose event functions are `fns` (Blocks.fns): the page's queue calls name
+    their event by `fn_index`, API calls by the name in their path (/call/NAME, /run/NAME, /api/NAME). An unknown
+    event, and Gradio's keyword form /call/v2/NAME, count as taking more inputs than any request sends, so they
+    are refused."""
+    by_name = {fn.api_name: len(fn.inputs) for fn in fns.values() if isinstance(fn.api_name, str)}
+    unknown = 1 << 30
+
+    def by_index(index: Any) -> int:
+        fn = fns.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
+        return unknown if fn is None else len(fn.inputs)
+
+    def event_inputs(path: str, payload: Any) -> int | None:
+        route = path.removeprefix(api_prefix).strip("/").split("/")
+        index = payload.get("fn_index") if isinstance(payload, dict) else None
+        if route == ["queue", "join"]:
+            return by_index(index)
+        if route[:2] == ["call", "v2"]:
+            return unknown  # keyword arguments instead of `data`: not a form this app's events are called in
+        if len(route) == 2 and route[0] in ("call", "run", "api"):
+            # As Gradio does: a fn_index in the body wins over the name (the page's unqueued events use /run/predict).
+            return by_name.get(route[1], unknown) if index is None else by_index(index)
+        return None
+
+    return event_inputs
 
 
 def _is_upload(item: Any, folder: str) -> bool:

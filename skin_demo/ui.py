@@ -22,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
+from gradio.route_utils import API_PREFIX  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
@@ -31,6 +32,7 @@ from skin_demo.imaging import MAX_FILE_BYTES, ImageError  # noqa: E402
 from skin_demo.predictor import Prediction, Predictor  # noqa: E402
 from skin_demo.settings import LoadedModels, Settings, load_models  # noqa: E402
 from skin_demo.taxonomy import DESCRIPTIONS, LESION_CODES, MALIGNANT_CODES, display_name  # noqa: E402
+from skin_demo.web.server import mount_on_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +213,9 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
 
 
 def launch(demo: gr.Blocks, models: LoadedModels, **overrides: Any):
-    """Serve `demo` with this app's defaults (any of which `overrides` may replace); returns what
-    gr.Blocks.launch returns. Also serves the on-device page at /on-device/ when skin_demo.web provides it."""
+    """Serve `demo` with this app's defaults (any of which `overrides` may replace), and the on-device page for
+    `models` at /on-device/; returns what gr.Blocks.launch returns. Blocks until the server stops unless
+    prevent_thread_lock=True."""
     uploads = get_upload_folder()  # where this server's Gradio app stores uploads (read once, as Gradio does)
     options: dict[str, Any] = dict(
         max_file_size=MAX_FILE_BYTES,  # the same limit imaging.load_image enforces
@@ -221,10 +224,13 @@ def launch(demo: gr.Blocks, models: LoadedModels, **overrides: Any):
         show_error=False,  # only our own gr.Error messages reach users, never internals
         pwa=False,
         enable_monitoring=False,  # /monitoring would print a URL with its key into the log
+        run_history=False,  # Gradio would keep each visitor's inputs and results in their browser
+        footer_links=["gradio", "settings"],  # the page's own "Privacy and API" section documents the API
         state_session_capacity=SESSION_CAPACITY,
         app_kwargs={
             "middleware": [Middleware(guard.RequestGuard, upload_limit=MAX_FILE_BYTES + MULTIPART_OVERHEAD,
-                                      json_limit=JSON_BODY_LIMIT, upload_folder=uploads)],  # fmt: skip
+                                      json_limit=JSON_BODY_LIMIT, upload_folder=uploads,
+                                      event_inputs=guard.gradio_event_inputs(demo.fns, API_PREFIX))],  # fmt: skip
             "lifespan": guard.leftover_sweeper(Path(uploads),
                                                lambda: set().union(*demo.temp_file_sets),
                                                every_s=CACHE_SWEEP[0], age_s=CACHE_SWEEP[1]),  # fmt: skip
@@ -235,18 +241,10 @@ def launch(demo: gr.Blocks, models: LoadedModels, **overrides: Any):
     options.update(overrides)
     block = options.pop("prevent_thread_lock", False)
     result = demo.launch(prevent_thread_lock=True, **options)
-    _mount_on_device(demo.app, models)
+    mount_on_device(demo.app, models)  # routes may join a running server; they go before Gradio's
     if not block:
         demo.block_thread()
     return result
-
-
-def _mount_on_device(app, models: LoadedModels) -> None:
-    try:
-        from skin_demo.web.server import mount_on_device
-    except ImportError:
-        return  # the on-device page is not part of this checkout
-    mount_on_device(app, models)
 
 
 def _predict(predictor: Predictor, path: str | Path) -> Prediction:

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from skin_demo.guard import REFUSED_FILE, sweep_leftovers
 from skin_demo.imaging import MAX_FILE_BYTES
@@ -131,6 +133,35 @@ def test_another_visitors_upload_cannot_be_analysed_or_deleted_by_someone_else(s
     status, text = call_predict(other, {"path": path, "meta": META})
     assert status == 200 and "event: error" in text and json.dumps(REFUSED_FILE)[1:-1] in text
     assert not Path(path).exists() and path not in app.demo.upload_file_set
+
+
+# JSON values as a client could send them, with the strings an attacker would try among the random ones.
+SUSPECT_STRINGS = st.sampled_from(["/etc/passwd", "/tmp", "..", "http://example.invalid/x.png", "data:image/png;base64,AA",
+                                   "file:///etc/passwd", "gradio.FileData", ""])  # fmt: skip
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20) | SUSPECT_STRINGS,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["path", "url", "meta", "_type", "data", "orig_name", "x"]), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=JSON_VALUES | st.fixed_dictionaries({"data": st.lists(JSON_VALUES, max_size=3)}),
+    route=st.sampled_from(["call/predict", "run/predict", "call/v2/predict", "queue/join"]),
+)
+def test_random_json_to_predict_never_gives_a_500_a_traceback_or_a_path(served, capfd, body, route):
+    app, http = served
+    response = http.post(f"/gradio_api/{route}", json=body)
+    assert response.status_code < 500, response.text
+    text = response.text
+    if response.status_code == 200 and route == "call/predict":
+        text = http.get(f"/gradio_api/call/predict/{response.json()['event_id']}").text
+        assert "event: complete" not in text, text  # nothing random is an upload
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err
+    assert str(app.temp_dir) not in text and "No such file" not in text and "directory" not in text.lower()
 
 
 def test_json_bodies_are_capped_before_they_are_read(served):
