@@ -96,13 +96,19 @@ def reset_peak_rss() -> float:
     return rss_mb()
 
 
-def child(paths: list[Path], warmup: Path, draft_size: int) -> None:
-    """Decode `paths` in this fresh process, one thread each, after one ordinary decode; print figures as JSON."""
+def child(paths: list[Path], warmup: Path, draft_size: int, rounds: int = 1) -> None:
+    """Decode `paths` in this fresh process, one thread each (`rounds` times), after one ordinary decode; print
+    the figures as JSON."""
     analyse(warmup, draft_size)
     before = reset_peak_rss()
     wall, cpu = time.perf_counter(), time.process_time()
     answers: list[str] = []
-    threads = [threading.Thread(target=lambda p=p: answers.append(analyse(p, draft_size))) for p in paths]
+
+    def decode(path: Path) -> None:
+        for _ in range(rounds):
+            answers.append(analyse(path, draft_size))
+
+    threads = [threading.Thread(target=decode, args=(path,)) for path in paths]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -115,10 +121,10 @@ def child(paths: list[Path], warmup: Path, draft_size: int) -> None:
     }))  # fmt: skip
 
 
-def child_command(paths: list[Path], warmup: Path, draft_size: int) -> list[str]:
+def child_command(paths: list[Path], warmup: Path, draft_size: int, rounds: int = 1) -> list[str]:
     """The command that runs `child` (run it with the repository root as working directory)."""
     return [sys.executable, "-m", "benchmarks.bench_decode", "--warmup", str(warmup), "--draft-size",
-            str(draft_size), "--child", *map(str, paths)]  # fmt: skip
+            str(draft_size), "--rounds", str(rounds), "--child", *map(str, paths)]  # fmt: skip
 
 
 def measure_memory(crafted: dict[str, Path], draft_size: int) -> list[dict[str, Any]]:
@@ -182,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", type=Path, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.warmup, args.draft_size)
+        child(args.child, args.warmup, args.draft_size, args.rounds)
         return 0
 
     info = machine()

@@ -15,4 +15,5 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 # Memory: Pillow allocates a large image in 16 MB blocks by default, which glibc serves from heap arenas that keep
 # freed memory, so each worker thread that once decoded a large upload went on holding ~200 MB. Blocks above
 # glibc's largest mmap threshold (32 MB) are mapped and unmapped instead (benchmarks/bench_decode.py, flood).
-os.environ.setdefault("PILLOW_BLOCK_SIZE", "64m")
+if not os.environ.get("PILLOW_BLOCK_SIZE"):
+    os.environ["PILLOW_BLOCK_SIZE"] = "64m"
