@@ -216,13 +216,17 @@ def test_exif_rotated_photo_is_analysed_upright(page, tiny_app, tmp_path):
 
 
 def test_bad_files_get_the_servers_message_on_the_page(page, tmp_path):
-    for path in (files.not_an_image(tmp_path / "notes.txt"), files.tiny_png(tmp_path / "tiny.png", side=16)):
+    icon = files.save(files.lesion_photo(64, 64), tmp_path / "icon.ico", format="ICO")  # browsers decode ICO
+    for path in (files.not_an_image(tmp_path / "notes.txt"), files.tiny_png(tmp_path / "tiny.png", side=16), icon):
         message = server_error(path)
         assert analyse_error(page, path) == message
         page.locator("#file").set_input_files(str(path))
         page.wait_for_function("m => document.querySelector('#error').innerText.includes(m)", arg=message)
         assert page.locator("#error").inner_text() == f"Cannot analyse this file: {message}"
         assert page.locator("#output").is_hidden()
+    # The server reads TIFF, browsers do not decode it: the page says so instead of calling it a non-image.
+    tiff = files.save(files.lesion_photo(64, 64), tmp_path / "photo.tif", format="TIFF")
+    assert "cannot decode TIFF images" in analyse_error(page, tiff)
 
 
 @pytest.mark.parametrize("gesture", ["paste", "drop"])

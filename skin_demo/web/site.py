@@ -163,6 +163,7 @@ def build_manifest(
             "not_an_image": _not_an_image_message(),
             **texts,
         },
+        "formats": list(imaging.FORMATS),
         "limits": {
             "max_file_bytes": imaging.MAX_FILE_BYTES,
             "max_pixels": imaging.MAX_PIXELS,

@@ -50,6 +50,24 @@ function bytesProblem(size, limits) {
   return null;
 }
 
+// The file signatures of imaging.FORMATS (the formats the server opens), as Pillow's format plugins recognise them.
+const text = (bytes, from, to) => String.fromCharCode(...bytes.slice(from, to));
+const SIGNATURES = {
+  JPEG: (b) => b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff,
+  PNG: (b) => [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a].every((v, i) => b[i] === v),
+  GIF: (b) => ["GIF87a", "GIF89a"].includes(text(b, 0, 6)),
+  WEBP: (b) => text(b, 0, 4) === "RIFF" && text(b, 8, 12) === "WEBP",
+  TIFF: (b) => ["II*\0", "MM\0*"].includes(text(b, 0, 4)),
+  BMP: (b) => b[0] === 0x42 && b[1] === 0x4d,
+  PPM: (b) => b[0] === 0x50 && b[1] >= 0x31 && b[1] <= 0x37, // P1-P7
+};
+
+/** Which of `formats` the file is, by its first bytes; null when none (the server refuses it too). */
+async function sniff(blob, formats) {
+  const head = new Uint8Array(await blob.slice(0, 16).arrayBuffer());
+  return formats.find((format) => SIGNATURES[format]?.(head)) ?? null;
+}
+
 function dataUrlToBlob(url) {
   const comma = url.indexOf(",");
   const header = url.slice(5, comma);
@@ -77,7 +95,7 @@ function toBlob(input) {
  * Decode like imaging.load_image: EXIF orientation applied, no colour management (Pillow applies none), transparency
  * flattened onto white. Returns {width, height, data} with RGBA bytes.
  */
-async function decode(blob, limits, notAnImage) {
+async function decode(blob, limits, notAnImage, format) {
   let bitmap;
   try {
     bitmap = await createImageBitmap(blob, {
@@ -86,7 +104,12 @@ async function decode(blob, limits, notAnImage) {
       premultiplyAlpha: "none",
     });
   } catch {
-    throw new ImageError(notAnImage);
+    // The server reads TIFF and PPM, which browsers do not decode; anything else that fails here is broken.
+    throw new ImageError(
+      ["TIFF", "PPM"].includes(format)
+        ? `this browser cannot decode ${format} images; save the photo as JPEG or PNG and try again`
+        : notAnImage,
+    );
   }
   try {
     const problem = sizeProblem(bitmap.width, bitmap.height, limits);
@@ -252,10 +275,10 @@ export class Engine {
     const blob = toBlob(input);
     const problem = bytesProblem(blob.size, limits);
     if (problem) throw new ImageError(problem);
-    const image = rgbOf(await decode(blob, limits, messages.not_an_image));
-    if (!draftSize) return image;
-    const magic = new Uint8Array(await blob.slice(0, 3).arrayBuffer());
-    return magic[0] === 0xff && magic[1] === 0xd8 && magic[2] === 0xff ? drafted(image, draftSize) : image;
+    const format = await sniff(blob, this.manifest.formats);
+    if (format === null) throw new ImageError(messages.not_an_image); // e.g. SVG, ICO, AVIF: the server's refusal
+    const image = rgbOf(await decode(blob, limits, messages.not_an_image, format));
+    return draftSize && format === "JPEG" ? drafted(image, draftSize) : image;
   }
 
   async probabilities(task, tensorsByConfig) {
