@@ -32,6 +32,9 @@ async function start() {
   const m = engine.manifest;
   $("disclaimer-short").textContent = m.messages.disclaimer_short;
   $("disclaimer-full").textContent = m.messages.disclaimer;
+  const notices = Object.values(m.notices ?? {});
+  $("notices").textContent = notices.map((n) => `Model notice: ${n}`).join(" ");
+  $("notices").hidden = notices.length === 0; // e.g. the Hub package is not in use and why
   if (m.server_page) {
     $("server-link").href = new URL(m.server_page, m.base).href;
     $("server-link").hidden = false;
