@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
