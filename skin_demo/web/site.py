@@ -27,7 +27,7 @@ RUNTIME_WASM = "ort-wasm-simd-threaded.wasm"
 SERVICE_WORKER = "sw.js"
 # In the repository the wasm is stored gzip-compressed (see scripts/vendor_onnxruntime_web.sh).
 COMPRESSED_SUFFIX = ".gz"
-NOT_SERVED = {"SHA256SUMS", "LICENSE"}
+NOT_CACHED = {"SHA256SUMS", "LICENSE"}  # notices about the vendored files, not part of the page
 
 
 class WebError(RuntimeError):
@@ -85,7 +85,7 @@ def shell_files() -> list[str]:
     static/ except the service worker itself, the wasm (the page caches it as it downloads it) and notices."""
     files = ["./"]
     for path in sorted(STATIC_DIR.rglob("*")):
-        if not path.is_file() or path.name in NOT_SERVED or path.name == SERVICE_WORKER:
+        if not path.is_file() or path.name in NOT_CACHED or path.name == SERVICE_WORKER:
             continue
         if path.name.endswith(COMPRESSED_SUFFIX) or path.name == "index.html":
             continue
