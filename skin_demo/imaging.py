@@ -37,6 +37,7 @@ MAX_ASPECT_RATIO = 10
 # Photo formats only: Pillow opens some forty formats, some through external programs (EPS: Ghostscript) or
 # with decoders whose memory use nobody here has measured.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "PPM")
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: the multi-picture JPEG some phone cameras write, opened by the JPEG plugin
 # Decodes that need several bytes per pixel whatever the draft get lower pixel limits, so they fit the budget too:
 # WebP (libwebp's buffers, then Pillow's copy: about 15 bytes a pixel at peak for RGBA) and progressive JPEG
 # (libjpeg keeps every DCT coefficient of the full-size image: 2 bytes per sample, at any draft scale).
@@ -86,7 +87,7 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         full_size_pixels = image.width * image.height
-        if image.format == "JPEG":
+        if image.format in JPEG_FORMATS:
             _draft(image, draft_size)
         if kind != "progressive JPEG":  # a baseline JPEG holds only the pixels it decodes at (after the draft)
             full_size_pixels = image.width * image.height
@@ -187,7 +188,7 @@ def _reduction_factor(size: tuple[int, int], draft_size: int | None) -> int:
 
 
 def _kind(image: Image.Image) -> str:
-    if image.format == "JPEG" and image.info.get("progressive"):
+    if image.format in JPEG_FORMATS and image.info.get("progressive"):
         return "progressive JPEG"
     return {"WEBP": "WebP"}.get(image.format or "", image.format or "image")
 

@@ -153,6 +153,13 @@ def test_large_jpeg_decodes_at_reduced_size(tmp_path):
     assert load_image(path).size == (4000, 3000)  # 12 MP: within the working limit, decoded in full
 
 
+def test_a_multi_picture_jpeg_from_a_phone_decodes_at_reduced_size(tmp_path):
+    photo = files.lesion_photo(3000, 2000)
+    photo.save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[photo.copy()])
+    image = load_image(tmp_path / "phone.jpg", draft_size=DRAFT)
+    assert 2 * DRAFT <= min(image.size) < 4 * DRAFT, image.size  # drafted like any JPEG (was decoded in full)
+
+
 def test_formats_that_cannot_decode_reduced_have_their_own_pixel_limit(tmp_path, monkeypatch):
     monkeypatch.setitem(imaging.MAX_PIXELS_BY_KIND, "WebP", 1_000_000)
     files.lesion_photo(1200, 1000).save(tmp_path / "photo.webp", format="WEBP")
