@@ -322,6 +322,7 @@ def test_static_build_works_from_a_plain_http_server(browser, tiny_app, tmp_path
     card = (out / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(card.split("---")[1])
     assert front["sdk"] == "static" and front["app_file"] == "index.html" and (out / "index.html").is_file()
+    assert len(front["short_description"]) <= 60  # the Hub's limit
     assert all(f.stat().st_size < 20e6 for f in out.rglob("*") if f.is_file())
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=out,

@@ -38,7 +38,7 @@ sdk: static
 app_file: index.html
 pinned: false
 license: cc-by-nc-4.0
-short_description: Research demo; runs in your browser, the photo is not uploaded
+short_description: Research demo that runs in your browser, no upload
 tags:
   - onnxruntime-web
   - dermatology
