@@ -182,3 +182,18 @@ def test_a_broken_hub_package_is_a_package_error_naming_the_file(hub, tmp_path):
     sha = hub.add_commit(REPO, package_files(make_package(tmp_path / "p", "lesion_type", metadata=None)))
     with pytest.raises(PackageError, match=r"hub skin-demo/lesion-type@.*model\.onnx.*skin_demo\.config"):
         load_from_hub(REPO, sha, threads=1)
+
+
+def test_only_the_package_files_are_downloaded(hub, tmp_path):
+    """snapshot_download with allow_patterns: other files in the repo (a checkpoint, notes) are never fetched."""
+    extra = {"checkpoint.bin": bytes(range(256)) * 64, "notes/training.md": b"# notes"}
+    sha = hub.add_commit(REPO, {**package_files(make_package(tmp_path / "p", "lesion_type")), **extra})
+    pack = load_from_hub(REPO, sha, threads=1)
+    assert sorted(p.name for p in pack.path.iterdir()) == ["README.md", "config.json", "model.onnx"]
+    assert sorted(path.rsplit("/", 1)[-1] for path in resolve_gets(hub)) == ["README.md", "config.json", "model.onnx"]
+
+
+def test_a_repo_without_a_package_is_a_hub_error(hub, tmp_path):
+    sha = hub.add_commit(REPO, {"README.md": b"# not a package"})
+    with pytest.raises(HubError, match=r"has no config\.json or model\.onnx at this revision"):
+        load_from_hub(REPO, sha, threads=1)
