@@ -11,6 +11,8 @@ import math
 
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skin_demo.config import ConfigError, PackageConfig, PreprocessConfig
 from skin_demo.modelpack import ModelPack, PackageError
@@ -147,3 +149,33 @@ def test_config_round_trips_and_refuses_to_write_nan():
     with pytest.raises(ConfigError, match="crop_pct"):
         PreprocessConfig(size=(224, 224), crop_pct=0.005)
     assert json.loads(config.to_json())["decision_threshold"] == 0.22
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = [("format_version",), ("task",), ("labels",), ("malignant_labels",), ("architecture",), ("temperature",),
+          ("decision_threshold",), ("extra_outputs",), ("metrics",), ("provenance",), ("preprocess",),
+          ("preprocess", "size"), ("preprocess", "resize"), ("preprocess", "crop_pct"), ("preprocess", "interpolation"),
+          ("preprocess", "mean"), ("preprocess", "std")]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(where=st.sampled_from(FIELDS), value=json_values, drop=st.booleans())
+def test_any_value_in_any_field_is_accepted_valid_or_refused_with_config_error(where, value, drop):
+    """Whatever JSON stands in a field (or if it is missing), from_dict gives a config that passes its own checks
+    or raises ConfigError: never a TypeError, KeyError or a crash further on."""
+    raw = tiny_config("malignancy", ("benign", "malignant"), ("malignant",))
+    parent = raw if len(where) == 1 else raw["preprocess"]
+    if drop:
+        parent.pop(where[-1], None)
+    else:
+        parent[where[-1]] = value
+    try:
+        config = PackageConfig.from_dict(raw)
+    except ConfigError as exc:
+        assert str(exc)
+        return
+    assert PackageConfig.from_json(config.to_json()) == config  # an accepted config is finite and writable
