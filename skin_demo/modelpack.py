@@ -246,7 +246,9 @@ def _check_signature(session: ort.InferenceSession, config: PackageConfig, model
             f"(preprocess.size in {CONFIG_FILE} is {[height, width]})"
         )
     if isinstance(shape[0], int) and shape[0] > 0:
-        raise PackageError(f"{model_path}: input {INPUT_NAME!r} has a fixed batch size {shape[0]}; the batch axis must be dynamic")
+        raise PackageError(
+            f"{model_path}: input {INPUT_NAME!r} has a fixed batch size {shape[0]}; the batch axis must be dynamic"
+        )
 
     outputs = session.get_outputs()
     if not outputs or outputs[0].name != OUTPUT_NAME:
