@@ -307,6 +307,13 @@ def test_page_works_offline_after_the_first_visit(browser, tiny_app, tmp_path):
     assert f"Downloaded {first_use_mb:.1f} MB for this first use" in page.locator("#load-status").inner_text()
     online = analyse(page, photo)
     page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    stale = "models/lesion_type/0000000000000000/model.onnx"  # what a replaced package leaves in the cache
+    cached = "u => caches.open('skin-demo-on-device-v1').then(c => c.match(u)).then(r => r !== undefined)"
+    page.evaluate("u => caches.open('skin-demo-on-device-v1').then(c => c.put(u, new Response('old')))", stale)
+    assert page.evaluate(cached, stale)
+    page.reload(wait_until="load")
+    page.evaluate("() => window.skinDemo.ready")
+    assert not page.evaluate(cached, stale), "models the manifest no longer names must leave the cache"
     page.context.set_offline(True)
     page.reload(wait_until="load")
     page.evaluate("() => window.skinDemo.ready")

@@ -201,6 +201,23 @@ export async function downloadPlan(manifest) {
   };
 }
 
+/** Drop cached runtimes and models this manifest no longer names (an older version, replaced packages). */
+async function pruneCache(manifest) {
+  if (!("caches" in self)) return;
+  const base = manifest.base;
+  const keep = new Set([
+    ...manifest.shell.map((u) => new URL(u, base).href),
+    new URL(manifest.runtime.wasm.url, base).href,
+    ...Object.values(manifest.models).map((m) => new URL(m.url, base).href),
+  ]);
+  const cache = await caches.open(CACHE_NAME);
+  for (const request of await cache.keys()) {
+    if (/\/(vendor|models)\//.test(new URL(request.url).pathname) && !keep.has(request.url)) {
+      await cache.delete(request);
+    }
+  }
+}
+
 export class Engine {
   /** Fetch manifest.json next to the page; `threads` overrides the wasm thread count (benchmarks). */
   static async open(baseUrl, { threads } = {}) {
@@ -256,6 +273,7 @@ export class Engine {
     for (const task of ["malignancy", "lesion_type"]) {
       if (!this.packages[task]) throw new Error(`the server offers no ${task} model`);
     }
+    await pruneCache(m);
     // Predictor's draft size: the largest shorter side any package resizes to.
     this.draftSize = Math.max(...Object.values(this.packages).map((p) => shorterSide(p.config.preprocess)));
     return plan;
