@@ -53,8 +53,13 @@ class Example:
 
     @property
     def caption(self) -> str:
-        """Gallery caption: true label, source and licence."""
-        return f"True label: {self.label} · {self.source} · {self.licence}"
+        """Gallery caption: the true label (short enough to read under a phone-sized thumbnail)."""
+        return f"True label: {self.label}"
+
+    @property
+    def attribution(self) -> str:
+        """Where the image comes from and under which licence."""
+        return f"{self.source} · {self.licence}"
 
 
 def read_manifest(examples_dir: Path | str) -> list[Example]:

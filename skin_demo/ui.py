@@ -72,7 +72,7 @@ CSS = """
 .donut img {width: 100%; max-width: 400px; height: auto; display: block; margin: 0 auto;}
 .donut figure {margin: 0;}
 #analyse-row button {min-height: 48px;}  /* comfortable touch targets */
-#examples .caption-label {white-space: normal; overflow: visible; text-overflow: clip; font-size: 0.85rem;}
+#examples .caption-label {white-space: normal; overflow: visible; text-overflow: clip;}
 @media (max-width: 640px) {
   .gradio-container {padding-left: 6px !important; padding-right: 6px !important;}
   #examples .grid-container {grid-template-columns: repeat(2, minmax(0, 1fr)) !important;}
@@ -127,6 +127,7 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
                         elem_id="on-device-link")  # fmt: skip
             with gr.Column(scale=2, min_width=300, elem_id="result"):
                 view = _ResultView.build(models)
+        example_copies: list[str] = []  # Gradio's kept copy of each example image, which the image input shows
         if examples:
             gr.Markdown(_examples_intro(examples))
             gallery = gr.Gallery(
@@ -140,6 +141,8 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
                 interactive=False,
                 elem_id="examples",
             )
+            example_copies = [item["image"]["path"] for item in gallery.value]
+        example_by_copy = {path: index for index, path in enumerate(example_copies)}
         with gr.Accordion("What the lesion types mean", open=False):
             gr.Markdown(_classes_markdown())
         with gr.Accordion("About the models", open=False):
@@ -153,6 +156,8 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
             path = (payload or {}).get("path")
             if path is None:
                 return say("Upload, photograph or paste a photo first.")
+            if path in example_by_copy:  # Analyse pressed again on a tapped example
+                return analyse_example(example_by_copy[path])
             if not guard.accepts_upload(path, demo.upload_file_set):
                 return say(f"**Cannot analyse this photo:** {PAGE_GONE}.")
             try:
@@ -160,13 +165,11 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
             except ImageError as exc:
                 return say(f"**Cannot analyse this file:** {html.escape(str(exc))}.")
 
-        def analyse_example(evt: gr.SelectData) -> dict[Any, Any]:
-            example = examples[evt.index]
+        def analyse_example(index: int) -> dict[Any, Any]:
             try:
-                outputs = show(_predict(predictor, example.path))
+                return show(_predict(predictor, examples[index].path))
             except ImageError as exc:
-                outputs = say(f"**Cannot analyse this example:** {html.escape(str(exc))}.")
-            return {image: str(example.path), **outputs}
+                return say(f"**Cannot analyse this example:** {html.escape(str(exc))}.")
 
         def api_predict(payload: dict | None) -> dict[str, Any]:
             """Analyse one uploaded image file; returns the JSON described in the README's API section."""
@@ -193,7 +196,10 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
         view.show_anyway.click(view.reveal, None, [view.numbers, view.show_anyway], api_visibility="private",
                                queue=False)  # fmt: skip
         if examples:
-            gallery.select(analyse_example, None, [image, *result], api_visibility="private").then(
+            def select_example(evt: gr.SelectData) -> dict[Any, Any]:
+                return {image: example_copies[evt.index], **analyse_example(evt.index)}
+
+            gallery.select(select_example, None, [image, *result], api_visibility="private").then(
                 None, js=SCROLL_TO_RESULT
             )
         # The API endpoint: a hidden button owns the event; its output is plain JSON, no charts.
@@ -386,12 +392,14 @@ def _per_class_markdown(prediction: Prediction) -> str:
 
 
 def _examples_intro(examples: list[Example]) -> str:
-    intro = "## Examples\nTap one to analyse it. Each caption gives the lesion's true diagnosis."
-    sources = sorted({f"{e.source.split(' ')[0]} ({e.licence})" for e in examples})
-    intro += f" Images: {', '.join(sources)}."
+    sources = "".join(f"<li>{html.escape(e.label)}: {html.escape(e.attribution)}</li>" for e in examples)
+    intro = (
+        "## Examples\nTap one to analyse it. Each caption gives the lesion's true diagnosis.\n\n"
+        f"<details><summary>Image sources and licences</summary><ul>{sources}</ul>"
+    )
     if any("HAM10000" in e.source for e in examples):
-        intro += f"\n\n<small>{HAM10000_CITATION}.</small>"
-    return intro
+        intro += f"<p>{HAM10000_CITATION}.</p>"
+    return intro + "</details>"
 
 
 def _classes_markdown() -> str:

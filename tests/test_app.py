@@ -164,7 +164,9 @@ def test_examples_gallery_reads_the_manifest_and_hides_when_empty(tmp_path, monk
     (examples / "manifest.csv").write_text("file,dx,label,source,licence\nex1.jpg,mel,Melanoma (mel),generated,CC0\n")
     demo = build_app(Settings(examples_dir=examples), models=models)
     (gallery,) = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
-    assert [item["caption"] for item in gallery.value] == ["True label: Melanoma (mel) · generated · CC0"]
+    assert [item["caption"] for item in gallery.value] == ["True label: Melanoma (mel)"]
+    (intro,) = [b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "## Examples" in str(b.value)]
+    assert "generated · CC0" in intro.value  # each image's source and licence, below the gallery's intro
 
 
 def bundled_models_present() -> bool:

@@ -197,6 +197,11 @@ def test_tapping_an_example_on_a_phone_brings_the_result_into_view(browser, app_
     page.wait_for_function("() => { const r = document.querySelector('#result').getBoundingClientRect(); "
                            "return r.top >= 0 && r.top < window.innerHeight / 2; }")  # fmt: skip
     page.screenshot(path=str(tmp_path / "phone_example.png"))
+    with page.expect_response(lambda r: "/queue/join" in r.url and r.status == 200):
+        page.locator("#analyse").click()  # again, on the example now in the image input
+    page.wait_for_function("() => { const t = document.querySelector('#status').innerText; "
+                           "return t.startsWith('Analysed in') && !t.includes('processing'); }")  # fmt: skip
+    assert page.locator("#headline h2").inner_text() == FLAGGED
     page.context.close()
 
 

@@ -46,7 +46,8 @@ def test_pull_takes_test_split_images_one_per_lesion(tmp_path, fake_ham):
         image_id = example.path.stem
         assert rows[image_id][3] == "test"
         assert example.path.read_bytes() == (root / "images" / f"{image_id}.jpg").read_bytes()
-        assert "CC BY-NC 4.0" in example.caption and example.label in example.caption
+        assert example.caption == f"True label: {example.label}"
+        assert "CC BY-NC 4.0" in example.attribution and image_id in example.attribution
     with (out / "manifest.csv").open() as f:
         manifest = list(csv.DictReader(f))
     assert tuple(manifest[0]) == MANIFEST_COLUMNS
