@@ -1,8 +1,7 @@
-"""Readers for the dermoscopy data layouts maintainers have, as one list of `Sample`s.
+"""`Sample`, task labels, and the HAM10000 reader (metadata CSV + images in one or more folders).
 
-Layouts: HAM10000 (metadata CSV + images in one or more folders), the ISIC challenge ground-truth CSV (one-hot
-columns per class) and a class-per-subfolder tree (`train/benign`, `test/malignant`, ...). Missing or
-unreadable images are reported with their ids (`DataError`), never dropped silently.
+Missing or unreadable images are reported with their ids (`DataError`), never dropped silently. Several sources
+are joined into one table in `sources.py`.
 """
 
 from __future__ import annotations
@@ -75,78 +74,6 @@ def read_ham10000(root: Path) -> list[Sample]:
             samples.append(Sample(image_id, path, row["lesion_id"], dx, dx in MALIGNANT_CODES, "ham10000"))
     _raise_if_missing(missing, root)
     return samples
-
-
-def read_isic_ground_truth(csv_path: Path, image_dir: Path) -> list[Sample]:
-    """Read an ISIC 2018 task-3 style ground-truth CSV (`image` + one-hot MEL, NV, BCC, AKIEC, BKL, DF, VASC)."""
-    paths = _index_images(Path(image_dir))
-    samples, missing = [], []
-    with Path(csv_path).open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            image_id = row["image"]
-            hot = [code for code in LESION_CODES if float(row.get(code.upper(), 0) or 0) >= 0.5]
-            if len(hot) != 1:
-                raise DataError(f"{csv_path}: row {image_id} has {len(hot)} positive classes, expected exactly 1")
-            path = paths.get(image_id)
-            if path is None:
-                missing.append(image_id)
-                continue
-            dx = hot[0]
-            samples.append(Sample(image_id, path, None, dx, dx in MALIGNANT_CODES, "isic"))
-    _raise_if_missing(missing, Path(image_dir))
-    return samples
-
-
-def read_class_folders(root: Path, *, source: str = "folders") -> list[Sample]:
-    """Read a class-per-subfolder tree: `<root>/[<split>/]<class>/<image>`.
-
-    A class folder is a HAM10000 code (`mel`, `nv`, ...) or `benign` / `malignant`. The image id is the path
-    relative to `root` (file names repeat across splits in such trees).
-    """
-    root = Path(root)
-    samples = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        label = path.parent.name.lower()
-        image_id = path.relative_to(root).as_posix()
-        if label in LESION_CODES:
-            samples.append(Sample(image_id, path, None, label, label in MALIGNANT_CODES, source))
-        elif label in MALIGNANCY_LABELS:
-            samples.append(Sample(image_id, path, None, None, label == "malignant", source))
-        else:
-            raise DataError(f"{path}: folder {label!r} is neither a lesion code {LESION_CODES} nor benign/malignant")
-    if not samples:
-        raise DataError(f"no images found under {root}")
-    return samples
-
-
-def read_malignant_vs_benign(root: Path, *, drop_suspected_noise: bool = True) -> list[Sample]:
-    """The ISIC malignant-vs-benign set with its HAM10000 cross-reference applied.
-
-    `fanconi_to_ham10000_map.csv` says which files are HAM10000 images in disguise: those get the HAM lesion id
-    and dx, so a lesion-grouped split can exclude them. Files in `suspected_label_noise.csv` are dropped by
-    default (their benign/malignant label is uncertain).
-    """
-    root = Path(root)
-    samples = read_class_folders(root, source="isic_mvb")
-    ham = {}
-    map_path = root / "fanconi_to_ham10000_map.csv"
-    if map_path.is_file():
-        with map_path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                key = f"{row['split']}/{row['label']}/{row['file']}"
-                ham[key] = (row["ham_lesion_id"] or None, row["ham_dx"] or None)
-    noisy = set()
-    noise_path = root / "suspected_label_noise.csv"
-    if drop_suspected_noise and noise_path.is_file():
-        with noise_path.open(newline="") as handle:
-            noisy = {row["file"] for row in csv.DictReader(handle)}
-    out = []
-    for sample in samples:
-        if sample.image_id in noisy:
-            continue
-        lesion_id, dx = ham.get(sample.image_id, (None, None))
-        out.append(Sample(sample.image_id, sample.path, lesion_id, dx, sample.malignant, sample.source))
-    return out
 
 
 def read_split(path: Path) -> dict[str, str]:
