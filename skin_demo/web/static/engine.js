@@ -252,10 +252,9 @@ export class Engine {
     const wasm = await loadFile(this.url(m.runtime.wasm.url), "application/wasm", tick);
     ort.env.wasm.wasmPaths = this.url(m.runtime.wasm_paths);
     ort.env.wasm.wasmBinary = wasm.bytes;
-    // Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages (COOP + COEP).
-    const cores = navigator.hardwareConcurrency || 1;
-    this.threads = this.requestedThreads || (self.crossOriginIsolated ? Math.min(4, cores) : 1);
-    ort.env.wasm.numThreads = this.threads;
+    // Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages (COOP + COEP). Unless
+    // asked for a number, ONNX Runtime Web chooses: half the cores, at most 4, when isolated; else one.
+    if (this.requestedThreads) ort.env.wasm.numThreads = this.requestedThreads;
     ort.env.logLevel = "error";
     this.ort = ort;
     this.fromCache = wasm.fromCache;
@@ -273,6 +272,7 @@ export class Engine {
     for (const task of ["malignancy", "lesion_type"]) {
       if (!this.packages[task]) throw new Error(`the server offers no ${task} model`);
     }
+    this.threads = ort.env.wasm.numThreads; // set by ONNX Runtime Web when the first session started
     await pruneCache(m);
     // Predictor's draft size: the largest shorter side any package resizes to.
     this.draftSize = Math.max(...Object.values(this.packages).map((p) => shorterSide(p.config.preprocess)));
