@@ -5,16 +5,20 @@ Screenshots go to each test's tmp dir (desktop.png, phone.png, ...)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from skin_demo.postprocess import LESION_CHECK_FAILED_MESSAGE
-from skin_demo.settings import Settings
+from skin_demo.predictor import Predictor
+from skin_demo.settings import Settings, load_models
 from skin_demo.ui import FLAGGED
 from tests import image_files as files
+from tests.conftest import REPO_ROOT, SHARED_DATA
 from tests.served_app import serve
+from tests.test_app import bundled_models_present
 from tests.tiny_packages import FAILING_LESION_THRESHOLD, PASSING_LESION_THRESHOLD, make_models_dir
 
 pytestmark = pytest.mark.browser
@@ -27,6 +31,8 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 60_000
 PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
 DESKTOP = dict(viewport={"width": 1366, "height": 900})
+NOT_LESION_DIR = SHARED_DATA / "not_lesion"
+SPLITS = REPO_ROOT / "models"
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +250,37 @@ def test_webcam_capture_is_analysed(playwright, app_url):
         wait_for_charts(page)
     finally:
         chromium.close()
+
+
+def held_out(split_csv: Path, column: str, value: str, key: str) -> list[str]:
+    """`key` of the test-split rows of `split_csv` whose `column` is `value` (sorted: deterministic picks)."""
+    with split_csv.open(newline="") as f:
+        return sorted(r[key] for r in csv.DictReader(f) if r["split"] == "test" and r[column] == value)
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not bundled_models_present(), reason="the three bundled packages in models/ are not there yet")
+def test_bundled_models_flag_a_melanoma_and_turn_away_an_everyday_photo(browser, ham10000_dir, tmp_path):
+    """What app.py serves by default, on a held-out HAM10000 melanoma the malignancy package flags and on a
+    held-out everyday photo (../shared/data/not_lesion), at phone size."""
+    if not (NOT_LESION_DIR / "labels.csv").is_file():
+        pytest.skip(f"not-lesion photos not found at {NOT_LESION_DIR}")
+    models = load_models(Settings(models_dir=REPO_ROOT / "models"))
+    predictor = Predictor(models.malignancy, models.lesion_type, models.lesion_check)
+    melanomas = (ham10000_dir / "images" / f"{i}.jpg" for i in held_out(SPLITS / "ham10000_split.csv", "dx", "mel", "image_id"))
+    flagged = next(p for p in melanomas if predictor.predict(p).malignancy_flag.flagged)
+    photo = NOT_LESION_DIR / held_out(SPLITS / "not_lesion_split.csv", "category", "everyday photo", "file")[0]
+    assert not predictor.predict(photo).lesion_check.passed, "pick a photo the bundled lesion check rejects"
+    settings = Settings(models_dir=REPO_ROOT / "models", examples_dir=tmp_path / "none")
+    with serve(tmp_path, settings=settings) as app:
+        page = open_page(browser, app.url, **PHONE)
+        upload(page, flagged)
+        wait_for_charts(page)
+        assert page.locator("#headline h2").inner_text() == FLAGGED
+        page.screenshot(path=str(tmp_path / "phone_melanoma.png"))
+        upload(page, photo)
+        page.wait_for_selector("#show-anyway", state="visible")
+        assert LESION_CHECK_FAILED_MESSAGE in page.locator("#message").inner_text()
+        assert not page.locator("#malignancy-chart img").is_visible()
+        page.screenshot(path=str(tmp_path / "phone_everyday_photo.png"))
+        page.context.close()
