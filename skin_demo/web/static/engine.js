@@ -178,12 +178,12 @@ async function readBody(response, onBytes) {
 async function loadFile(url, contentType, onBytes) {
   const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
   const cached = cache ? await cache.match(url, { ignoreVary: true }) : undefined;
-  if (cached) return { bytes: await readBody(cached, () => {}), fromCache: true };
+  if (cached) return readBody(cached, () => {});
   const response = await fetch(url, { credentials: "same-origin" });
   if (!response.ok) throw new Error(`could not download ${url} (HTTP ${response.status})`);
   const bytes = await readBody(response, onBytes);
   if (cache) await cache.put(url, new Response(bytes, { headers: { "Content-Type": contentType } }));
-  return { bytes, fromCache: false };
+  return bytes;
 }
 
 /** Which files a first visit downloads, and how much of that is already on this device. */
@@ -249,20 +249,17 @@ export class Engine {
       onProgress(loaded, plan.missingBytes);
     };
     const ort = await import(this.url(m.runtime.module));
-    const wasm = await loadFile(this.url(m.runtime.wasm.url), "application/wasm", tick);
-    ort.env.wasm.wasmPaths = this.url(m.runtime.wasm_paths);
-    ort.env.wasm.wasmBinary = wasm.bytes;
+    ort.env.wasm.wasmBinary = await loadFile(this.url(m.runtime.wasm.url), "application/wasm", tick);
+    ort.env.wasm.wasmPaths = this.url(m.runtime.wasm_paths); // where the glue (and the threads' worker) is
     // Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages (COOP + COEP). Unless
     // asked for a number, ONNX Runtime Web chooses: half the cores, at most 4, when isolated; else one.
     if (this.requestedThreads) ort.env.wasm.numThreads = this.requestedThreads;
     ort.env.logLevel = "error";
     this.ort = ort;
-    this.fromCache = wasm.fromCache;
     for (const [task, file] of Object.entries(m.models)) {
       const model = await loadFile(this.url(file.url), "application/octet-stream", tick);
-      this.fromCache = this.fromCache && model.fromCache;
-      const config = embeddedConfig(model.bytes, m.metadata_key, { task, formatVersion: m.format_version });
-      const session = await ort.InferenceSession.create(model.bytes, {
+      const config = embeddedConfig(model, m.metadata_key, { task, formatVersion: m.format_version });
+      const session = await ort.InferenceSession.create(model, {
         executionProviders: ["wasm"],
         graphOptimizationLevel: "all",
       });
