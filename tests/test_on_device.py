@@ -340,6 +340,13 @@ def test_static_build_works_from_a_plain_http_server(browser, tiny_app, tmp_path
         photo = files.jpeg(tmp_path / "photo.jpg", 500, 375, seed=8)
         assert_same_result(analyse(page, photo), tiny_app.predict(photo))
         assert page.locator("#server-link").is_hidden()  # no server behind a static site
+        # http.server sends no COOP/COEP; the service worker adds them, so from the second visit on the page is
+        # cross-origin isolated (wasm threads) on any static host.
+        assert not page.evaluate("() => self.crossOriginIsolated")
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+        page.reload(wait_until="load")
+        page.evaluate("() => window.skinDemo.ready")
+        assert page.evaluate("() => self.crossOriginIsolated")
         page.context.close()
     finally:
         server.terminate()
