@@ -245,10 +245,10 @@ def launch(demo: gr.Blocks, models: LoadedModels, **overrides: Any):
     if not os.environ.get("GRADIO_SERVER_NAME") and os.environ.get("SPACE_ID"):
         options["server_name"] = "0.0.0.0"  # a Space must listen on all interfaces
     options.update(overrides)
-    block = options.pop("prevent_thread_lock", False)
+    prevent_thread_lock = options.pop("prevent_thread_lock", False)
     result = demo.launch(prevent_thread_lock=True, **options)
     mount_on_device(demo.app, models)  # routes may join a running server; they go before Gradio's
-    if not block:
+    if not prevent_thread_lock:
         demo.block_thread()
     return result
 
