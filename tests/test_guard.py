@@ -164,6 +164,21 @@ def test_random_json_to_predict_never_gives_a_500_a_traceback_or_a_path(served, 
     assert str(app.temp_dir) not in text and "No such file" not in text and "directory" not in text.lower()
 
 
+def test_identical_uploads_share_one_file_which_goes_after_its_first_analysis(served, tmp_path):
+    """Gradio stores an upload under the hash of its bytes and its name, so two visitors sending the same file
+    under the same name get one path. It is analysed once and deleted: the second is asked to upload again
+    (a fresh upload then works), and nothing is left either way."""
+    app, http = served
+    photo = files.jpeg(tmp_path / "shared.jpg", 200, 150, seed=9)
+    first, second = upload(http, photo), upload(httpx.Client(base_url=app.url, timeout=TIMEOUT_S), photo)
+    assert first == second
+    assert "event: complete" in call_predict(http, {"path": first, "meta": META})[1]
+    status, text = call_predict(http, {"path": second, "meta": META})
+    assert status == 200 and "event: error" in text and json.dumps(REFUSED_FILE)[1:-1] in text
+    assert "event: complete" in call_predict(http, {"path": upload(http, photo), "meta": META})[1]
+    assert not Path(first).exists()
+
+
 def test_json_bodies_are_capped_before_they_are_read(served):
     app, http = served
     too_big = json.dumps({"data": [{"url": "data:image/png;base64," + "A" * JSON_BODY_LIMIT, "meta": META}]})
