@@ -435,7 +435,7 @@ def ratios(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         ours = out["per_request"][OURS][threads]
         ours_models = out["models_only"][OURS][threads]
         for name in out["per_request"]:
-            if name == OURS:
+            if name in (OURS, OURS_CHECKED):
                 continue
             theirs = out["per_request"][name][threads]
             for measure, a, b in [
