@@ -66,9 +66,9 @@ def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     for pack in packs.values():
         assert pack.config.provenance["onnx_parity_max_abs_logit_diff"] < 1e-3
         assert (pack.path / "README.md").is_file()
-        # Weights are stored as float16 (half the download) when that moves no probability by more than 5e-3.
+        # Weights are stored as float16 (half the download) when that moves no probability by more than 1e-2.
         if pack.config.provenance["weights"] != "float32":
-            assert pack.config.provenance["float16_max_probability_change"] <= 5e-3
+            assert pack.config.provenance["float16_max_probability_change"] <= 1e-2
         assert pack.config.temperature > 0
         assert PackageConfig.from_json((pack.path / "config.json").read_text()) == pack.config
 
