@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from PIL import Image
 
 from skin_demo.config import ONNX_METADATA_KEY, PackageConfig
@@ -18,7 +19,7 @@ from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack
 from skin_demo.postprocess import lesion_check
 from skin_demo.train.cli import main
-from skin_demo.train.lesion_check import nuisance
+from skin_demo.train.lesion_check import fit_logistic_regression, linear_head, nuisance, p_lesion
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 
 CATEGORIES = ("everyday photo", "rash or other skin disease", "healthy skin", "hands and faces", "document")
@@ -126,3 +127,16 @@ def test_nuisance_is_seeded_and_keeps_an_rgb_image():
     assert all(a.mode == "RGB" and min(a.size) >= 8 for a in first)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again))
     assert len({np.asarray(a).tobytes() for a in first}) == 20
+
+
+def test_logistic_regression_folds_the_standardisation_into_the_exported_layer():
+    rng = np.random.default_rng(0)
+    lesion = rng.random(400) < 0.8
+    # Features on wildly different scales and offsets; only the first one carries the class.
+    features = rng.normal(0, 1, (400, 5)) * np.array([1000, 0.01, 5, 1, 50]) + np.array([500, -3, 0, 7, 1e4])
+    features[:, 0] += np.where(lesion, 6000, 0)
+    weights, bias = fit_logistic_regression(features.astype(np.float32), lesion, l2=1e-3)
+    p = p_lesion(features.astype(np.float32), weights, bias)
+    assert np.mean((p >= 0.5) == lesion) > 0.95
+    logits = linear_head(weights, bias)(torch.from_numpy(features.astype(np.float32))).detach()
+    assert np.allclose(torch.softmax(logits, dim=1)[:, 0].numpy(), p, atol=1e-4)
