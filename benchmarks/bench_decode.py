@@ -1,6 +1,7 @@
 """Decoding within budget: peak memory per crafted file, and an ordinary request's latency during a flood.
 
-    python -m benchmarks.bench_decode [--flood-s 20] [--flooders 4] [--draft-size 128] [--json FILE]
+    python -m benchmarks.bench_decode [--flood-s 20] [--flooders 4] [--draft-size 128] [--app
+        [--app-concurrency 0 6]] [--json FILE]
 
 Measured with the serving path (`imaging.load_image` with the Predictor's draft size, then `imaging.preprocess`):
   memory    for each crafted file (made here: tiny files that decode to tens of megapixels, and big photos), a
@@ -11,6 +12,9 @@ Measured with the serving path (`imaging.load_image` with the Predictor's draft 
             RGBA PNG in a loop for --flood-s seconds while the main thread analyses an ordinary 600x450 JPEG
             every 50 ms; printed: its p50 / p95 latency against the same loop without the flood (baseline,
             measured first), the flood's decode count and the process's peak RSS growth.
+  app       (--app) the same through `python app.py` on the bundled models: --flooders gradio_client clients
+            send the PNG (distinct copies) for 2 x --flood-s seconds while one client sends the ordinary JPEG every
+            0.5 s; its client-side p50 / p95 against 12 requests without the flood, per --app-concurrency value.
 Peak RSS is the kernel's VmHWM, reset before each measurement (/proc/self/clear_refs): Linux only.
 """
 
@@ -18,11 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,12 +187,101 @@ def measure_flood(ordinary: Path, bomb: Path, draft_size: int, flooders: int, fl
     }
 
 
+def measure_app(
+    folder: Path, ordinary: Path, clients: int, flood_s: float, concurrency: int | None
+) -> dict[str, Any]:
+    """`python app.py` (bundled models) flooded over HTTP by `clients` gradio_client clients sending 7000x7000 RGBA
+    PNGs (distinct files: the server analyses each upload once); an ordinary request every 0.5 s."""
+    from gradio_client import Client, handle_file  # only this part needs the app's client
+
+    bombs = [files.flat_png(folder / f"bomb_{i}.png", 7000, 7000, "RGBA", level=i) for i in range(64)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKIN_DEMO_", "GRADIO_"))}
+    env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(_free_port()),
+               GRADIO_TEMP_DIR=str(folder / "gradio_tmp"),
+               SKIN_DEMO_EXAMPLES_DIR=str(folder / "no_examples"))  # fmt: skip
+    if concurrency:
+        env["SKIN_DEMO_CONCURRENCY"] = str(concurrency)
+    url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
+    app = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if app.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"python app.py did not start (exit code {app.poll()})")
+            try:
+                urllib.request.urlopen(url + "config", timeout=5).close()
+                break
+            except OSError:
+                time.sleep(1)
+
+        def request(client: Any, path: Path) -> tuple[float, bool]:
+            start = time.perf_counter()
+            try:
+                client.submit(handle_file(str(path)), api_name="/predict").result(timeout=300)
+                ok = True
+            except Exception:  # a refusal or a timeout counts as a failed request, not a crash of the benchmark
+                ok = False
+            return 1000 * (time.perf_counter() - start), ok
+
+        main_client = Client(url, verbose=False, ssl_verify=False)
+        baseline = [request(main_client, ordinary)[0] for _ in range(12)]
+        stop = threading.Event()
+        flood: list[bool] = []
+
+        def flooder(start: int) -> None:
+            client = Client(url, verbose=False, ssl_verify=False)
+            i = start
+            while not stop.is_set():
+                flood.append(request(client, bombs[i % len(bombs)])[1])
+                i += clients
+
+        threads = [threading.Thread(target=flooder, args=(i,), daemon=True) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        flooded, failed = [], 0
+        end = time.monotonic() + flood_s
+        while time.monotonic() < end:
+            ms, ok = request(main_client, ordinary)
+            flooded.append(ms)
+            failed += not ok
+            time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=300)
+    finally:
+        app.send_signal(signal.SIGINT)
+        try:
+            app.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            app.kill()
+    return {
+        "concurrency": concurrency or "default",
+        "baseline": Stats.of(baseline).as_dict(),
+        "flooded": Stats.of(flooded).as_dict(),
+        "ordinary_failed": failed,
+        "flood_requests": len(flood),
+        "flood_answered": sum(flood),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flood-s", type=float, default=20.0, help="seconds of flood (default 20)")
     parser.add_argument("--flooders", type=int, default=4, help="threads decoding the bomb (default 4)")
     parser.add_argument("--draft-size", type=int, default=CONFIG.resize_shorter_side,
                         help="load_image's draft_size, as the Predictor passes it (default: 128 px models)")
+    parser.add_argument("--app", action="store_true",
+                        help="also flood `python app.py` (bundled models) over HTTP with --flooders clients")
+    parser.add_argument("--app-concurrency", type=int, nargs="*", default=[0],
+                        help="SKIN_DEMO_CONCURRENCY values to run the app flood with (0: the app's default)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", type=Path, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)
@@ -208,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flood: {args.flooders} threads for {args.flood_s:g} s ...", file=sys.stderr, flush=True)
         flood = measure_flood(crafted[ORDINARY], crafted["7000x7000 RGBA PNG"], args.draft_size, args.flooders,
                               args.flood_s)  # fmt: skip
+        app = []
+        for concurrency in args.app_concurrency if args.app else []:
+            print(f"app flood (concurrency {concurrency or 'default'}) ...", file=sys.stderr, flush=True)
+            app.append(measure_app(Path(tmp), crafted[ORDINARY], args.flooders, args.flood_s * 2, concurrency or None))
 
     print(f"\n## Peak RSS growth per file (budget {BUDGET_MB} MB; load_image draft_size={args.draft_size})\n")
     ordinary_mb = memory[0]["peak_rss_growth_mb"]
@@ -217,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
           r["wall_s"], r["cpu_s"], r["answer"][:60]] for r in memory],
     ))  # fmt: skip
     worst = max(memory, key=lambda r: r["peak_rss_growth_mb"])
-    print(f"\nworst: {worst['file']} +{worst['peak_rss_growth_mb']} MB "
-          f"({'within' if worst['peak_rss_growth_mb'] <= BUDGET_MB else 'OVER'} the {BUDGET_MB} MB budget)")  # fmt: skip
+    verdict = "within" if worst["peak_rss_growth_mb"] <= BUDGET_MB else "OVER"
+    print(f"\nworst: {worst['file']} +{worst['peak_rss_growth_mb']} MB ({verdict} the {BUDGET_MB} MB budget)")
 
     print(f"\n## An ordinary request while {args.flooders} threads decode 7000x7000 RGBA PNGs "
           f"for {args.flood_s:g} s\n")  # fmt: skip
@@ -232,8 +333,17 @@ def main(argv: list[str] | None = None) -> int:
           f"({'within' if under['p95'] <= LATENCY_TARGET_MS else 'OVER'} the {LATENCY_TARGET_MS} ms target); "
           f"{flood['flood_decodes']} flood decodes, {flood['flood_refused']} refused as busy; "
           f"peak RSS growth of this process during the flood +{flood['flood_peak_rss_growth_mb']} MB")  # fmt: skip
+    if app:
+        print(f"\n## `python app.py` while {args.flooders} clients send 7000x7000 RGBA PNGs for "
+              f"{args.flood_s * 2:g} s (an ordinary 600x450 JPEG every 0.5 s, client-side latency)\n")  # fmt: skip
+        print(table(
+            ["SKIN_DEMO_CONCURRENCY", "baseline p50 ms", "p95 ms", "flooded p50 ms", "p95 ms", "ordinary failed",
+             "flood answered / sent"],
+            [[r["concurrency"], r["baseline"]["p50"], r["baseline"]["p95"], r["flooded"]["p50"], r["flooded"]["p95"],
+              r["ordinary_failed"], f"{r['flood_answered']} / {r['flood_requests']}"] for r in app],
+        ))  # fmt: skip
     write_json(args.json, {"machine": info, "busy_processes": busy, "args": vars(args), "memory": memory,
-                           "flood": flood})  # fmt: skip
+                           "flood": flood, "app": app})  # fmt: skip
     return 0
 
 

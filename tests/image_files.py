@@ -134,11 +134,13 @@ def bomb_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
 PNG_COLOUR_TYPES = {"L": (0, 1), "RGB": (2, 3), "P": (3, 1), "LA": (4, 2), "RGBA": (6, 4)}  # mode: (type, bands)
 
 
-def flat_png(path: Path, width: int, height: int, mode: str = "RGBA", bit_depth: int = 8) -> Path:
-    """A valid PNG of one flat colour, written row by row so that making it costs no memory: 7000x7000 RGBA is
-    about 190 kB on disk and 196 MB decoded, 16-bit grey about 95 kB and 98 MB. (Palette: skin-coloured.)"""
+def flat_png(
+    path: Path, width: int, height: int, mode: str = "RGBA", bit_depth: int = 8, level: int = 0x7F
+) -> Path:
+    """A valid PNG of one flat colour (every sample byte `level`), written row by row so that making it costs no
+    memory: 7000x7000 RGBA is about 190 kB on disk and 196 MB decoded, 16-bit grey about 95 kB and 98 MB."""
     colour_type, bands = PNG_COLOUR_TYPES[mode]
-    row = b"\0" + b"\x7f" * (width * bands * bit_depth // 8)  # filter byte "none", then mid-grey samples
+    row = b"\0" + bytes([level]) * (width * bands * bit_depth // 8)  # filter byte "none", then the samples
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
