@@ -111,6 +111,10 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
     assert per_source["ham10000"]["n"] == 14 and per_source["isic2017"]["n"] == 2
     # MVB: the copy of an ISIC 2017 training image is reported apart; the HAM10000 copy is not used at all.
     assert per_source["mvb_non_ham_seen"]["n"] == 1 and per_source["mvb_non_ham"]["n"] == 2
+    # The robustness rows: the same test images, each through one nuisance.
+    robustness = config.metrics["robustness"]
+    assert {k: v["n"] for k, v in robustness.items()} == {"ham10000+nuisance": 14, "isic2017+nuisance": 2,
+                                                          "not_lesion+nuisance": 5}
     assert {"decode", "preprocess", "model", "model_p10", "threads"} <= set(config.metrics["cost_ms"])
     assert {"trained_at", "hardware", "train_minutes", "code_commit"} <= set(config.provenance)
     card = (package / "README.md").read_text()
