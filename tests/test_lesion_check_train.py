@@ -77,7 +77,7 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
             "--not-lesion", str(sources["not_lesion"]), "--mvb", str(sources["mvb"]),
             "--not-lesion-split", str(not_lesion_split), "--arch", "test_efficientnet", "--no-pretrained",
             "--image-size", "32", "--taps", "2", "--positive-copies", "1", "--negative-copies", "1",
-            "--cost-images", "3",
+            "--cost-images", "3", "--flat-images", "10",
             "--threads", "1", "--out", str(tmp_path / "run"), "--package", str(package)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -113,8 +113,9 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
     assert per_source["mvb_non_ham_seen"]["n"] == 1 and per_source["mvb_non_ham"]["n"] == 2
     # The robustness rows: the same test images, each through one nuisance.
     robustness = config.metrics["robustness"]
-    assert {k: v["n"] for k, v in robustness.items()} == {"ham10000+nuisance": 14, "isic2017+nuisance": 2,
-                                                          "not_lesion+nuisance": 5}
+    assert {k: v["n"] for k, v in robustness.items()} == {
+        "ham10000+nuisance": 14, "isic2017+nuisance": 2, "not_lesion+nuisance": 5,
+        "flat or blank picture (generated)": 5}
     assert {"decode", "preprocess", "model", "model_p10", "threads"} <= set(config.metrics["cost_ms"])
     assert {"trained_at", "hardware", "train_minutes", "code_commit"} <= set(config.provenance)
     card = (package / "README.md").read_text()

@@ -67,6 +67,7 @@ L2_GRID = (1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # logistic-regression pena
 CACHE_VERSION = 2  # bump when `nuisance` or `PooledFeatures` changes, so stale cached features are not reused
 TARGETS = {"rejection": 0.95, "pass": 0.98}
 POSITIVE_TEST_SOURCES = ("ham10000", "isic2017")
+FLAT_GROUP = "flat or blank picture (generated)"
 NUISANCE_SUFFIX = "+nuisance"  # group name of the robustness check: test images through one random nuisance
 
 
@@ -114,6 +115,37 @@ def write_not_lesion_split(path: Path, items: list[Item]) -> None:
         writer.writerow(["file", "category", "split"])
         for item in items:
             writer.writerow([item.name, item.group, item.subset])
+
+
+def write_flat_images(folder: Path, seed: int, n_fit: int) -> list[Item]:
+    """Generated featureless pictures (a plain colour, maybe a gradient and sensor noise) as not_lesion items.
+
+    No category of ../not_lesion is featureless, and without these a plain white or pink picture passed the
+    check (a lens cap, an overexposed shot, a blank page). They are written as PNGs under `folder` (the run
+    folder) so they take the same path through decoding and preprocessing as every other image. `n_fit` for
+    fitting, half as many for the test.
+    """
+    counts = {"fit": n_fit, "test": n_fit // 2}
+    rng = np.random.default_rng([seed, 7])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for subset, n in counts.items():
+        for k in range(n):
+            width, height = (int(v) for v in rng.integers(64, 400, size=2))
+            colour = rng.integers(0, 256, size=3).astype(np.float32)
+            if rng.random() < 0.2:  # white, black or grey
+                colour = np.full(3, rng.choice([0.0, 128.0, 255.0]), np.float32)
+            pixels = np.broadcast_to(colour, (height, width, 3)).astype(np.float32)
+            if rng.random() < 0.5:
+                ramp = np.linspace(rng.uniform(0.5, 1.0), 1.0, width if rng.random() < 0.5 else height)
+                pixels = pixels * (ramp[None, :, None] if len(ramp) == width else ramp[:, None, None])
+            if rng.random() < 0.6:  # sensor noise; the rest stay perfectly flat, like a generated blank image
+                pixels = pixels + rng.normal(0, rng.uniform(1, 12), pixels.shape)
+            path = folder / f"{subset}_{k:04d}.png"
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path)
+            items.append(Item(path, path.name, FLAT_GROUP, subset, lesion=False))
+    return items
 
 
 def read_positives(ham: Path, ham_split: Path, isic: Path, mvb: Path) -> list[Item]:
@@ -466,6 +498,7 @@ def register(subparsers) -> None:
                         help="backbone stages whose pooled outputs are the features (lite0 has stages 0-6)")
     parser.add_argument("--positive-copies", type=int, default=1, help="augmented copies of each positive")
     parser.add_argument("--negative-copies", type=int, default=3, help="augmented copies of each negative")
+    parser.add_argument("--flat-images", type=int, default=400, help="generated flat pictures to fit on")
     parser.add_argument("--cost-images", type=int, default=100, help="images timed for the cost figure")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the machine is usually shared)")
     parser.add_argument("--seed", type=int, default=0)
@@ -519,10 +552,14 @@ def fit(args: argparse.Namespace) -> PackageConfig:
         extraction_seconds.append(seconds)
         return features
 
+    flat = write_flat_images(out / "generated", args.seed, args.flat_images)
+    fit_flat = [i for i in flat if i.subset == "fit"]
     x_fit = np.concatenate([feats("fit_lesion", fit_pos, args.positive_copies),
-                            feats("fit_not_lesion", fit_neg, args.negative_copies)])
+                            feats("fit_not_lesion", fit_neg, args.negative_copies),
+                            # Not cached: regenerated every run (2 s), and a cache keyed by path would miss a change.
+                            extract_features(session, fit_flat, pre, copies=0, seed=args.seed)])
     y_fit = np.r_[np.ones(len(fit_pos) * (1 + args.positive_copies)),
-                  np.zeros(len(fit_neg) * (1 + args.negative_copies))]
+                  np.zeros(len(fit_neg) * (1 + args.negative_copies) + len(fit_flat))]
     x_val_pos, x_val_neg = feats("val_lesion", val_pos, 0), feats("val_not_lesion", val_neg, 0)
     # None: extracted by a run that kept no timing; the provenance then leaves the figure out.
     feature_minutes = None if None in extraction_seconds else round(sum(extraction_seconds) / 60, 1)
@@ -550,6 +587,8 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     disguised = [dataclasses.replace(i, group=f"{i.group if i.lesion else 'not_lesion'}{NUISANCE_SUFFIX}")
                  for i in tested if i.subset == "test"]
     robustness = rates(disguised, serve_scores(pack, disguised, nuisance_seed=args.seed + 1_000_003), config)
+    flat_test = [i for i in flat if i.subset == "test"]
+    robustness |= rates(flat_test, serve_scores(pack, flat_test), config)
     is_test = np.array([i.subset == "test" for i in tested])
     report = compute_report(
         np.array([0 if i.lesion else 1 for i in tested])[is_test],
@@ -562,7 +601,8 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     minutes = round((time.perf_counter() - started) / 60, 1)
 
     metrics = _metrics(report, per_group, robustness, val, cost)
-    provenance = _provenance(args, head, x_fit.shape[1], len(fit_pos), len(fit_neg), parity, minutes, feature_minutes)
+    counts = {"lesion": len(fit_pos), "not_lesion": len(fit_neg), "flat_generated": len(fit_flat)}
+    provenance = _provenance(args, head, x_fit.shape[1], counts, parity, minutes, feature_minutes)
     config = PackageConfig(**{**config.__dict__, "metrics": metrics, "provenance": provenance})
     package = write_package(Path(args.package), proto, config, render_card(config))
     # eval/ holds this evaluation only: files an older report wrote must not sit beside the new numbers.
@@ -587,8 +627,8 @@ def _metrics(report, per_group: dict[str, dict], robustness: dict[str, dict], va
     }
 
 
-def _provenance(args, head: dict, n_features: int, n_lesion: int, n_not_lesion: int, parity: float, minutes: float,
-                feature_minutes: float) -> dict:
+def _provenance(args, head: dict, n_features: int, fit_counts: dict[str, int], parity: float, minutes: float,
+                feature_minutes: float | None) -> dict:
     """config.json `provenance`: what data, code, machine and settings made the package, and how long it took."""
     return {
         "data": "lesion: HAM10000 (200x150 copy) train split + ISIC 2017 train split, augmented; not_lesion: "
@@ -603,7 +643,7 @@ def _provenance(args, head: dict, n_features: int, n_lesion: int, n_not_lesion: 
         "method": f"Frozen {'ImageNet' if not args.no_pretrained else 'random'} {args.arch}, cut after stage "
                   f"{max(args.taps)}: globally pooled outputs of stages {sorted(args.taps)} ({n_features} features) -> "
                   f"class-balanced L2 logistic regression (l2 {head['l2']:g}), exported as one linear layer",
-        "fit_images": {"lesion": n_lesion, "not_lesion": n_not_lesion,
+        "fit_images": {**fit_counts,
                        "augmented_copies": {"lesion": args.positive_copies, "not_lesion": args.negative_copies}},
         "threshold_rule": f"The threshold is the highest one that passes >= {MIN_VAL_PASS_RATE:.0%} of each "
                           "positive source's validation images (HAM10000 val, ISIC 2017 val)",
@@ -750,6 +790,8 @@ is harmless or dangerous.
   (`models/not_lesion_split.csv`: file names only).
 - Both classes were augmented with the same nuisances (colour casts, black vignettes and frames, squashed aspect,
   low resolution, JPEG, rotations), so that none of them is a cue for either class.
+- Generated flat pictures (one colour, maybe a gradient and noise) were added to `not_lesion`: without them a
+  plain white or pink picture passed.
 
 ## Evaluation (held-out test images, through ONNX Runtime and the app's own preprocessing)
 
@@ -781,7 +823,7 @@ On validation (which chose the penalty and the threshold): {val_pass}; rejects
 | Feature extraction | {_minutes(p.get('feature_extraction_minutes'))} (once; later runs reuse the cached features) |
 | This run (fitting, export, evaluation) | {p.get('train_minutes')} min |
 | Fit images | {fit['lesion']} lesion + {fit['not_lesion']} not_lesion, with {copies['lesion']} and \
-{copies['not_lesion']} augmented copies of each |
+{copies['not_lesion']} augmented copies of each, + {fit.get('flat_generated', 0)} generated flat pictures |
 | ONNX parity (max abs logit diff vs torch) | {p.get('onnx_parity_max_abs_logit_diff')} |
 
 ## License
