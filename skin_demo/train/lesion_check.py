@@ -1,10 +1,11 @@
 """`python -m skin_demo.train lesion-check`: fit the "is this a skin-lesion close-up?" package (models/lesion_check).
 
-A frozen ImageNet backbone turns each image into pooled features, and a logistic regression on those features
-tells dermoscopy close-ups (HAM10000 and ISIC 2017: `lesion`) from what else a visitor may upload (../not_lesion:
-everyday photos, rashes, healthy skin, hands and faces, documents: `not_lesion`). Backbone and regression (its
-coefficients copied into a linear layer) are exported as one ONNX graph, so serving runs the check like any other
-package and calls it with `postprocess.lesion_check`.
+A frozen ImageNet EfficientNet-Lite0, cut after stage 5, turns each image into the pooled outputs of its stages
+3-5, and a logistic regression on those features tells dermoscopy close-ups (HAM10000 and ISIC 2017: `lesion`) from
+what else a visitor may upload (../not_lesion: everyday photos, rashes, healthy skin, hands and faces, documents;
+plus generated flat pictures: `not_lesion`). Network and regression (its coefficients copied into a linear layer)
+are exported as one ONNX graph, so serving runs the check like any other package and calls it with
+`postprocess.lesion_check`. Features are extracted once with ONNX Runtime and cached under `--out`.
 
 Both classes get the same nuisances (colour casts, black vignettes and frames, squashed aspect, low resolution and
 JPEG, rotations): dermoscopy from another clinic looks like that, and a nuisance seen on one class only would
