@@ -202,3 +202,14 @@ def test_bundled_models_on_a_real_image(ham10000_dir, tmp_path, monkeypatch):
     demo = build_app(Settings(examples_dir=tmp_path / "none"), models=models)
     (listing,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "models"]
     assert all(f"bundled models/{task}" in listing.value for task in ("malignancy", "lesion_type", "lesion_check"))
+
+
+def test_models_list_reads_per_source_test_results():
+    from skin_demo.ui import _tested
+
+    per_source = {"ham10000": {"balanced_accuracy": 0.824, "n": 1504}, "isic2017": {"balanced_accuracy": 0.687}}
+    assert _tested(per_source) == (
+        "balanced accuracy 0.82 on HAM10000 test photos, 0.69 on ISIC 2017 (another clinic) test photos"
+    )
+    assert _tested({"balanced_accuracy": 0.98}) == "balanced accuracy 0.980 on its test set"
+    assert _tested({}) == "no test result"

@@ -52,7 +52,7 @@ from skin_demo.modelpack import ModelPack, session_options
 from skin_demo.postprocess import LESION_LABEL, lesion_check
 from skin_demo.train.card import LICENSE, NOT_A_DIAGNOSIS
 from skin_demo.train.data import read_ham10000, read_split
-from skin_demo.train.export import max_logit_difference, to_onnx
+from skin_demo.train.export import max_logit_difference, max_probability_change, to_onnx, with_float16_weights
 from skin_demo.train.metrics import choose_threshold, compute_report, wilson_interval
 from skin_demo.train.model import DEFAULT_ARCHITECTURE, MultiTaskNet, preprocess_config
 from skin_demo.train.package_files import write_package
@@ -575,6 +575,10 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     parity = max_logit_difference(net, proto, parity_batch)
     if parity > 1e-3:
         raise RuntimeError(f"lesion check: ONNX Runtime differs from torch by {parity:.2e} in a logit (limit 1e-3)")
+    # float16 storage halves what the on-device page downloads; the test numbers below measure this file.
+    compact = with_float16_weights(proto)
+    float16_change = max_probability_change(proto, compact, parity_batch, config.temperature)
+    proto = compact
 
     # The test numbers come from the exported file loaded as the app loads it, so it is written first to the
     # run folder; the package itself is written once, with those numbers in its config and card.
@@ -603,7 +607,9 @@ def fit(args: argparse.Namespace) -> PackageConfig:
 
     metrics = _metrics(report, per_group, robustness, val, cost)
     counts = {"lesion": len(fit_pos), "not_lesion": len(fit_neg), "flat_generated": len(fit_flat)}
-    provenance = _provenance(args, head, x_fit.shape[1], counts, parity, minutes, feature_minutes)
+    provenance = {**_provenance(args, head, x_fit.shape[1], counts, parity, minutes, feature_minutes),
+                  "weights": "float16 storage, float32 compute",
+                  "float16_max_probability_change": float(f"{float16_change:.3g}")}
     config = PackageConfig(**{**config.__dict__, "metrics": metrics, "provenance": provenance})
     package = write_package(Path(args.package), proto, config, render_card(config))
     # eval/ holds this evaluation only: files an older report wrote must not sit beside the new numbers.
