@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -270,6 +271,25 @@ def measure(server: Server, args: argparse.Namespace, images: list[Path]) -> dic
 
 
 def concurrent_requests(url: str, images: list[Path], n_clients: int, per_client: int) -> dict[str, Any]:
+    """`n_clients` API clients in parallel, each sending its own copies of the images.
+
+    Own copies, as distinct visitors send distinct files: Gradio names an upload by its bytes and file name, so two
+    clients sending one file at once share one upload, which the app analyses once (the second is asked to upload
+    again; README, "API usage").
+    """
+    with tempfile.TemporaryDirectory(prefix="bench_app_clients_") as tmp:
+        own = [[_copy(image, Path(tmp) / f"client{index}_{image.name}") for image in images]
+               for index in range(n_clients)]
+        return _concurrent_requests(url, own, per_client)
+
+
+def _copy(source: Path, target: Path) -> Path:
+    shutil.copyfile(source, target)
+    return target
+
+
+def _concurrent_requests(url: str, images_by_client: list[list[Path]], per_client: int) -> dict[str, Any]:
+    n_clients = len(images_by_client)
     clients = [api_client(url) for _ in range(n_clients)]
     latencies: list[float] = []
     server_total: list[float] = []
@@ -278,6 +298,7 @@ def concurrent_requests(url: str, images: list[Path], n_clients: int, per_client
 
     def visitor(index: int) -> None:
         for j in range(per_client):
+            images = images_by_client[index]
             image = images[(index * per_client + j) % len(images)]
             start = time.perf_counter()
             try:
