@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import skin_demo  # noqa: F401, I001  first: it sets PILLOW_BLOCK_SIZE before benchmarks.common imports Pillow
-from benchmarks.common import REPO_ROOT, Stats, busy_processes, describe_machine, machine, table, write_json
+from benchmarks.common import REPO_ROOT, Stats, print_machine, table, write_json
 from skin_demo.config import PreprocessConfig
 from skin_demo.imaging import ImageError, load_image, preprocess
 from tests import image_files as files
@@ -291,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         child(args.child, args.warmup, args.draft_size, args.rounds)
         return 0
 
-    info = machine()
-    print(describe_machine(info))
-    busy = busy_processes()
-    if busy:
-        print("WARNING: other processes are using the CPU; these figures include that contention:")
-        print("\n".join(f"  {line}" for line in busy))
+    info, busy = print_machine()
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         print("making the crafted files ...", file=sys.stderr, flush=True)
         crafted = crafted_files(Path(tmp))

@@ -210,14 +210,20 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def start_report(args, tmp_path: Path) -> tuple[list[Path], dict[str, Any]]:
-    """Print the machine and any CPU contention, pick the images; returns them and the report's first fields."""
+def print_machine() -> tuple[dict[str, Any], list[str]]:
+    """Print the machine and any CPU contention; returns both for the report."""
     info = machine()
     print(describe_machine(info))
     busy = busy_processes()
     if busy:
         print("WARNING: other processes are using the CPU; these figures include that contention:")
         print("\n".join(f"  {line}" for line in busy))
+    return info, busy
+
+
+def start_report(args, tmp_path: Path) -> tuple[list[Path], dict[str, Any]]:
+    """Print the machine and any CPU contention, pick the images; returns them and the report's first fields."""
+    info, busy = print_machine()
     images, where = benchmark_images(args.images, tmp_path, args.data, args.split)
     print(f"Images: {where}")
     return images, {"machine": info, "images": where, "busy_processes": busy, "args": vars(args)}

@@ -51,3 +51,28 @@ def malignant_vs_benign_dir() -> Path:
     if not (MALIGNANT_VS_BENIGN_DIR / "fanconi_to_ham10000_map.csv").is_file():
         pytest.skip(f"malignant-vs-benign data not found at {MALIGNANT_VS_BENIGN_DIR}")
     return MALIGNANT_VS_BENIGN_DIR
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium package; Playwright drives it via executable_path
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright, for the browser tests; skips where Debian's chromium is not installed."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    """One headless Chromium per test module."""
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()

@@ -16,39 +16,19 @@ from skin_demo.predictor import Predictor
 from skin_demo.settings import Settings, load_models
 from skin_demo.ui import FLAGGED
 from tests import image_files as files
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, SHARED_DATA
 from tests.served_app import serve
 from tests.test_app import bundled_models_present
 from tests.tiny_packages import FAILING_LESION_THRESHOLD, PASSING_LESION_THRESHOLD, make_models_dir
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
 TIMEOUT_MS = 60_000
 PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
 DESKTOP = dict(viewport={"width": 1366, "height": 900})
 NOT_LESION_DIR = SHARED_DATA / "not_lesion"
 SPLITS = REPO_ROOT / "models"
 
-
-@pytest.fixture(scope="module")
-def playwright():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
 
 
 def examples_dir(root: Path) -> Path:

@@ -34,9 +34,6 @@ from tests.web_packages import make_lesion_check_package, make_three_packages
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 TIMEOUT_MS = 120_000  # generous: CI's two cores are shared with everything else
 TOLERANCE = 1e-3
 TASKS = ("malignancy", "lesion_type", "lesion_check")
@@ -45,22 +42,6 @@ DARK = (20, 20, 20)  # ... and rejects this one (checked against /predict in the
 
 
 # -- fixtures --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def playwright():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

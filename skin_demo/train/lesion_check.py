@@ -33,7 +33,6 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from skin_demo.train.export import max_logit_difference, max_probability_change,
 from skin_demo.train.metrics import choose_threshold, compute_report, wilson_interval
 from skin_demo.train.model import DEFAULT_ARCHITECTURE, MultiTaskNet, preprocess_config
 from skin_demo.train.package_files import write_package
+from skin_demo.train.run_info import git_commit, jsonable
 from skin_demo.train.report import write_report
 
 log = logging.getLogger("skin_demo.train")
@@ -527,7 +527,7 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     torch.set_num_threads(args.threads)  # the export and the parity check; features run in ONNX Runtime
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps(_jsonable(vars(args)), indent=2) + "\n")
+    (out / "args.json").write_text(json.dumps(jsonable(vars(args)), indent=2) + "\n")
 
     negatives = split_not_lesion(args.not_lesion, seed=args.seed)
     write_not_lesion_split(args.not_lesion_split, negatives)
@@ -641,7 +641,7 @@ def _provenance(args, head: dict, n_features: int, fit_counts: dict[str, int], p
         "data": "lesion: HAM10000 (200x150 copy) train split + ISIC 2017 train split, augmented; not_lesion: "
                 "../not_lesion fit split, augmented",
         "split": f"{args.ham_split} (HAM10000), isic2017_split (ISIC 2017), {args.not_lesion_split} (not_lesion)",
-        "code_commit": _git_commit(),
+        "code_commit": git_commit(),
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hardware": f"cpu ({platform.processor() or platform.machine()}, {args.threads} "
                     f"thread{'s' if args.threads != 1 else ''}, shared with other jobs)",
@@ -655,7 +655,7 @@ def _provenance(args, head: dict, n_features: int, fit_counts: dict[str, int], p
         "threshold_rule": f"The threshold is the highest one that passes >= {MIN_VAL_PASS_RATE:.0%} of each "
                           "positive source's validation images (HAM10000 val, ISIC 2017 val)",
         "onnx_parity_max_abs_logit_diff": float(f"{parity:.3g}"),
-        "args": _jsonable(vars(args)),
+        "args": jsonable(vars(args)),
     }
 
 
@@ -844,13 +844,3 @@ def _minutes(value: float | None) -> str:
     return "not recorded" if value is None else f"{value} min"
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _jsonable(values: dict) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if k != "func"}

@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import random
-import subprocess
 import time
 import warnings
 from datetime import datetime, timezone
@@ -46,6 +45,7 @@ from skin_demo.train.export import max_logit_difference, max_probability_change,
 from skin_demo.train.metrics import choose_threshold
 from skin_demo.train.model import DEFAULT_ARCHITECTURE, MultiTaskNet, preprocess_config
 from skin_demo.train.package_files import write_package
+from skin_demo.train.run_info import git_commit, jsonable
 from skin_demo.train.task_nets import FlipAveraged, LesionSumMalignancy, SingleTaskNet
 from skin_demo.train.transforms import eval_transform, train_transform
 
@@ -110,7 +110,7 @@ def fit(args: argparse.Namespace) -> dict[str, Path]:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _log_to(out / "train.log")
-        (out / "args.json").write_text(json.dumps(_jsonable(vars(args)), indent=2))
+        (out / "args.json").write_text(json.dumps(jsonable(vars(args)), indent=2))
     _seed_everything(args.seed + rank)
     torch.set_num_threads(args.threads)
     tasks = tuple(args.tasks)
@@ -183,7 +183,7 @@ def fit(args: argparse.Namespace) -> dict[str, Path]:
             state["epoch"] = epoch
             log.info("epoch %d: %s", epoch, json.dumps(record))
             torch.save({"model": net.state_dict(), "ema": ema.state_dict() if ema else None,
-                        "optimiser": optimiser.state_dict(), "state": state, "args": _jsonable(vars(args))},
+                        "optimiser": optimiser.state_dict(), "state": state, "args": jsonable(vars(args))},
                        out / "last.pt")
             (out / "history.json").write_text(json.dumps(state, indent=2))
         else:
@@ -404,7 +404,7 @@ def _provenance(args, task, state, choice) -> dict:
     return {
         "data": data,
         "split": str(args.split),
-        "code_commit": _git_commit(),
+        "code_commit": git_commit(),
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hardware": state["hardware"],
         "train_minutes": round(state["train_seconds"] / 60, 1),
@@ -413,7 +413,7 @@ def _provenance(args, task, state, choice) -> dict:
                              else "mean over sources of val ROC AUC"),
         "selection_value": state["best"][task]["metric"],
         "choice": choice,
-        "args": _jsonable(vars(args)),
+        "args": jsonable(vars(args)),
     }
 
 
@@ -451,16 +451,6 @@ def _hardware(device, threads: int, world: int) -> str:
     return f"{world} x {device.type} ({name}, {threads} threads)"
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _jsonable(values: dict) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if k != "func"}
 
 
 def _seed_everything(seed: int) -> None:
