@@ -44,7 +44,7 @@ from tests import image_files as files
 ORDINARY = "ordinary 600x450 JPEG"
 BUDGET_MB = 300
 LATENCY_TARGET_MS = 1000
-CONFIG = PreprocessConfig(size=(128, 128), crop_pct=1.0, interpolation="bicubic")  # the bundled models' config
+CONFIG = PreprocessConfig(size=(128, 128), crop_pct=1.0, interpolation="bicubic")  # the decode figures' config
 
 
 def crafted_files(folder: Path) -> dict[str, Path]:

@@ -251,7 +251,7 @@ def build_contenders(packs, int8_packs, mods, configs) -> list[Contender]:
     mal, les = packs
     cfg = mal.config.preprocess
     # As Predictor does: JPEGs are decoded at the reduced scale the model input needs.
-    draft = max(math.floor(min(p.config.preprocess.size) / p.config.preprocess.crop_pct) for p in packs)
+    draft = max(p.config.preprocess.resize_shorter_side for p in packs)
 
     def ours_prepare(path: Path) -> np.ndarray:
         return preprocess(load_image(path, draft_size=draft), cfg)[np.newaxis]

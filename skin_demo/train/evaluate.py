@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -212,7 +211,7 @@ def preprocessed_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     # The same JPEG draft size the app's Predictor uses, so evaluation decodes exactly as serving does.
-    draft_size = math.floor(min(pre.size) / pre.crop_pct)
+    draft_size = pre.resize_shorter_side
     for start in range(0, len(samples), batch_size):
         arrays = []
         for sample in samples[start:start + batch_size]:

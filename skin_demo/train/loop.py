@@ -274,27 +274,25 @@ def _finish(args, net, tasks, pre, state, val: _Validation, device) -> dict[str,
 def _task_module(net, task, best, val: _Validation, device) -> tuple[torch.nn.Module, dict]:
     """The network one package exports, and why: which head gives malignancy, and whether flip TTA is in."""
     choice: dict = {"best_epoch": best[task]["epoch"], "weights": best[task]["weights"]}
+    plain = val.metrics(net, device)  # each candidate is measured once; flip TTA is measured on the chosen one
+    module: torch.nn.Module = SingleTaskNet(net, task)
+    metric_key = task
     if task == "malignancy" and "lesion_type" in best:
-        binary = val.metrics(net, device)["malignancy"]
         lesion_net = MultiTaskNet(net.architecture, {t: h.out_features for t, h in net.heads.items()},
                                   pretrained=False)
         lesion_net.load_state_dict(best["lesion_type"]["model"])
-        summed = val.metrics(lesion_net, device)["lesion_sum_malignancy"]
+        lesion_plain = val.metrics(lesion_net, device)
+        binary, summed = plain["malignancy"], lesion_plain["lesion_sum_malignancy"]
         choice["val_auc"] = {"binary_head": binary, "lesion_type_sum": summed}
+        choice["source"] = "binary malignancy head"
         if summed["selection"] > binary["selection"]:
             choice["source"] = "lesion_type head: P(akiec) + P(bcc) + P(mel)"
             choice.update(best_epoch=best["lesion_type"]["epoch"], weights=best["lesion_type"]["weights"])
-            net = lesion_net
+            net, plain, metric_key = lesion_net, lesion_plain, "lesion_sum_malignancy"
             module = LesionSumMalignancy(net)
-        else:
-            choice["source"] = "binary malignancy head"
-            module = SingleTaskNet(net, task)
-    else:
-        module = SingleTaskNet(net, task)
-    metric_key = "lesion_sum_malignancy" if isinstance(module, LesionSumMalignancy) else task
-    plain = val.metrics(net, device)[metric_key]["selection"]
+    without = plain[metric_key]["selection"]
     flipped = val.metrics(net, device, flip=True)[metric_key]["selection"]
-    choice["flip_tta"] = {"val_without": plain, "val_with": flipped, "used": flipped - plain >= TTA_MIN_GAIN}
+    choice["flip_tta"] = {"val_without": without, "val_with": flipped, "used": flipped - without >= TTA_MIN_GAIN}
     if choice["flip_tta"]["used"]:
         module = FlipAveraged(module)
     return module.cpu().eval(), choice
