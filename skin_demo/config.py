@@ -24,6 +24,7 @@ OUTPUT_NAME = "logits"  # float32 [N, K], first output, in label order
 
 RESIZE_MODES = ("shorter_side_then_center_crop",)
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+COLOR_CONSTANCY = ("none", "shades_of_gray")
 # What serving accepts. Outside these a package is wrong or dangerous, not merely unusual: a crop_pct of 0.005
 # makes preprocess resize every image to 6400 px (seconds and gigabytes per request), a temperature of 1e-30
 # turns every answer into exactly 1.0 / 0.0.
@@ -32,6 +33,7 @@ CROP_PCT_RANGE = (0.5, 1.0)
 TEMPERATURE_RANGE = (0.05, 20.0)
 MEAN_RANGE = (0.0, 1.0)  # in units of the [0, 1] pixel scale preprocess works in
 STD_RANGE = (0.01, 1.0)
+COLOR_CONSTANCY_POWER_RANGE = (1.0, 16.0)
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,10 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Shades of Gray (Finlayson & Trezzi 2004) evens out the colour cast of different dermatoscopes and lights:
+    # applied to the [0, 1] crop just before mean/std, in training, serving and the browser alike.
+    color_constancy: str = "none"
+    color_constancy_power: float = 6.0  # the Minkowski norm p; 6 is the usual choice for dermoscopy
 
     def __post_init__(self) -> None:
         low, high = SIZE_RANGE
@@ -64,6 +70,11 @@ class PreprocessConfig:
             _check_range("preprocess.mean", value, MEAN_RANGE)
         for value in self.std:
             _check_range("preprocess.std", value, STD_RANGE)
+        if self.color_constancy not in COLOR_CONSTANCY:
+            raise ConfigError(
+                f"preprocess.color_constancy {self.color_constancy!r} is not one of {COLOR_CONSTANCY}"
+            )
+        _check_range("preprocess.color_constancy_power", self.color_constancy_power, COLOR_CONSTANCY_POWER_RANGE)
 
     @property
     def resize_shorter_side(self) -> int:
@@ -82,6 +93,10 @@ class PreprocessConfig:
             interpolation=_string(raw, "interpolation", "preprocess.interpolation"),
             mean=tuple(_number_list(raw, "mean", "preprocess.mean")),
             std=tuple(_number_list(raw, "std", "preprocess.std")),
+            color_constancy=_string(raw, "color_constancy", "preprocess.color_constancy", default="none"),
+            color_constancy_power=_number(
+                raw, "color_constancy_power", "preprocess.color_constancy_power", default=6.0
+            ),
         )
 
 

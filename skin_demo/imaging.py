@@ -108,8 +108,8 @@ def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     """Return the float32 array [3, H, W] that the model expects for an RGB `image`.
 
     Mirrors timm's eval transform for a square size: resize the shorter side to `config.resize_shorter_side`
-    (floor(size / crop_pct)) with the configured interpolation, centre-crop to size, scale to [0, 1], normalise
-    with mean and std.
+    (floor(size / crop_pct)) with the configured interpolation, centre-crop to size, scale to [0, 1], apply the
+    configured colour constancy, normalise with mean and std.
     """
     if image.mode != "RGB":
         raise ImageError(f"preprocess needs an RGB image, got mode {image.mode!r}; use load_image first")
@@ -127,11 +127,25 @@ def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     top = int(round((h - height) / 2.0))
     left = int(round((w - width) / 2.0))
     image = image.crop((left, top, left + width, top + height))
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    mean = np.asarray(config.mean, dtype=np.float32)
-    std = np.asarray(config.std, dtype=np.float32)
+    pixels = (np.asarray(image, dtype=np.float32) / np.float32(255.0)).transpose(2, 0, 1)
+    if config.color_constancy == "shades_of_gray":
+        pixels = shades_of_gray(pixels, config.color_constancy_power)
+    mean = np.asarray(config.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(config.std, dtype=np.float32).reshape(3, 1, 1)
     normalised = (pixels - mean) / std
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
+    return np.ascontiguousarray(normalised, dtype=np.float32)
+
+
+def shades_of_gray(pixels: np.ndarray, power: float) -> np.ndarray:
+    """Shades of Gray colour constancy of float32 [3, H, W] pixels in [0, 1], returned the same way.
+
+    Each channel's illuminant is its Minkowski p-mean; each channel is scaled so that all three illuminants
+    become their mean, then clipped to [0, 1]. The illuminants are computed in float64 and the gains rounded to
+    float32, so the browser's implementation (float64 JavaScript numbers) gets the same gains.
+    """
+    illuminant = np.mean(pixels.astype(np.float64) ** power, axis=(1, 2)) ** (1.0 / power)
+    gains = (illuminant.mean() / np.maximum(illuminant, 1e-6)).astype(np.float32)
+    return np.clip(pixels * gains.reshape(3, 1, 1), np.float32(0.0), np.float32(1.0))
 
 
 def _open(source: ImageSource) -> Image.Image:

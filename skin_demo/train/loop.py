@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from skin_demo.config import PackageConfig, PreprocessConfig
+from skin_demo.config import COLOR_CONSTANCY, PackageConfig, PreprocessConfig
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.taxonomy import LESION_CODES, MALIGNANT_CODES
 from skin_demo.train import imbalance, sources
@@ -69,6 +69,8 @@ def register(subparsers) -> None:
     parser.add_argument("--warm-size", type=int, help="train the first --warm-epochs epochs at this smaller size")
     parser.add_argument("--warm-epochs", type=int, default=0)
     parser.add_argument("--crop-pct", type=float, default=1.0)
+    parser.add_argument("--color-constancy", choices=COLOR_CONSTANCY, default="none",
+                        help="shades_of_gray: train (and ship in the package's preprocessing) colour constancy")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32, help="per process")
     parser.add_argument("--lr", type=float, default=8e-4)
@@ -122,7 +124,7 @@ def fit(args: argparse.Namespace) -> dict[str, Path]:
     train_samples = sources.samples(table, "train")[: args.limit_train]
     val_samples = sources.samples(table, "val")[: args.limit_val]
     log.info("training on %s, validating on %s", _counts(train_samples), _counts(val_samples))
-    pre = preprocess_config(args.arch, args.image_size, args.crop_pct)
+    pre = preprocess_config(args.arch, args.image_size, args.crop_pct, args.color_constancy)
     train_set = CachedImages(train_samples, decode_cached(train_samples, args.cache), tasks, train_transform(pre))
     val = _Validation(val_samples, pre, tasks, args.cache)
 

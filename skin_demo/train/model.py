@@ -96,7 +96,9 @@ class MultiTaskNet(nn.Module):
 
 
 
-def preprocess_config(architecture: str, image_size: int, crop_pct: float) -> PreprocessConfig:
+def preprocess_config(
+    architecture: str, image_size: int, crop_pct: float, color_constancy: str = "none"
+) -> PreprocessConfig:
     """Resolve timm's data config for the architecture (interpolation, mean, std) at our input size."""
     probe = timm.create_model(architecture, pretrained=False, num_classes=0)
     data_config = timm.data.resolve_data_config({}, model=probe)
@@ -107,6 +109,7 @@ def preprocess_config(architecture: str, image_size: int, crop_pct: float) -> Pr
         interpolation=data_config["interpolation"],
         mean=tuple(float(v) for v in data_config["mean"]),
         std=tuple(float(v) for v in data_config["std"]),
+        color_constancy=color_constancy,
     )
 
 
