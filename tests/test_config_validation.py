@@ -72,6 +72,10 @@ OUT_OF_RANGE = {
     "threshold 0": ({"decision_threshold": 0.0}, (32, 32), "decision_threshold must be strictly between 0 and 1"),
     "threshold 1": ({"decision_threshold": 1.0}, (32, 32), "decision_threshold must be strictly between 0 and 1"),
     "threshold 1.5": ({"decision_threshold": 1.5}, (32, 32), "decision_threshold must be strictly between 0 and 1"),
+    "colour constancy unknown": ({"preprocess": preprocess_with(color_constancy="grey_world")}, (32, 32),
+                                 "preprocess.color_constancy 'grey_world' is not one of"),
+    "colour constancy power 0": ({"preprocess": preprocess_with(color_constancy_power=0)}, (32, 32),
+                                 "preprocess.color_constancy_power must be between 1 and 16"),
 }  # fmt: skip
 
 
@@ -92,6 +96,8 @@ def test_the_edges_of_each_range_are_accepted(tmp_path):
 WRONG_TYPES = {
     "size as a string": ({"preprocess": preprocess_with(size="32")}, "preprocess.size must be a list of whole numbers"),
     "size as floats": ({"preprocess": preprocess_with(size=[32.5, 32.5])}, "preprocess.size must be a list of whole"),
+    "colour constancy as a list": ({"preprocess": preprocess_with(color_constancy=["shades_of_gray"])},
+                                   "preprocess.color_constancy must be a string"),
     "labels as a string": ({"labels": "akiec"}, "labels must be a list of strings"),
     "label as a number": ({"labels": [*LABELS[:6], 7]}, "labels must be a list of strings"),
     "temperature as a string": ({"temperature": "1.0"}, "temperature must be a number, got a string"),
@@ -159,7 +165,8 @@ json_values = st.recursive(
 FIELDS = [("format_version",), ("task",), ("labels",), ("malignant_labels",), ("architecture",), ("temperature",),
           ("decision_threshold",), ("extra_outputs",), ("metrics",), ("provenance",), ("preprocess",),
           ("preprocess", "size"), ("preprocess", "resize"), ("preprocess", "crop_pct"), ("preprocess", "interpolation"),
-          ("preprocess", "mean"), ("preprocess", "std")]  # fmt: skip
+          ("preprocess", "mean"), ("preprocess", "std"), ("preprocess", "color_constancy"),
+          ("preprocess", "color_constancy_power")]  # fmt: skip
 
 
 @settings(max_examples=150, deadline=None, database=None)

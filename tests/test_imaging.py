@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, features
 
 from skin_demo.config import PreprocessConfig
-from skin_demo.imaging import MAX_FILE_BYTES, ImageError, load_image, preprocess
+from skin_demo.imaging import MAX_FILE_BYTES, ImageError, load_image, preprocess, shades_of_gray
 from tests import image_files as files
 
 
@@ -127,6 +127,36 @@ def test_preprocess_shape_dtype_and_normalisation(tmp_path):
     assert tensor[0].mean() == pytest.approx((1.0 - 0.5) / 0.25)
     assert tensor[1].mean() == pytest.approx((0.0 - 0.5) / 0.5)
     assert tensor[2].mean() == pytest.approx((128 / 255 - 0.5) / 0.5, abs=1e-6)
+
+
+def test_shades_of_gray_removes_a_global_colour_cast():
+    """A dermatoscope's cast multiplies each channel by a constant; after Shades of Gray the cast photo and the
+    neutral one differ only by one overall brightness factor, the same for every channel."""
+    rng = np.random.default_rng(0)
+    neutral = rng.uniform(0.05, 0.7, (3, 40, 40)).astype(np.float32)
+    cast = neutral * np.array([1.3, 0.9, 0.6], dtype=np.float32).reshape(3, 1, 1)  # stays below 1: no clipping
+    ratio = shades_of_gray(cast, 6.0) / shades_of_gray(neutral, 6.0)
+    np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-5)
+    illuminants = np.mean(shades_of_gray(cast, 6.0).astype(np.float64) ** 6, axis=(1, 2)) ** (1 / 6)
+    np.testing.assert_allclose(illuminants, illuminants.mean(), rtol=1e-5)
+
+
+def test_shades_of_gray_keeps_pixels_in_range_and_survives_a_black_channel():
+    pixels = np.zeros((3, 8, 8), dtype=np.float32)
+    pixels[0] = 1.0
+    pixels[1, 0, 0] = 1.0  # illuminants 1, 64 ** (-1 / 6) = 0.5 and 0 (a black channel): their mean is 0.5
+    out = shades_of_gray(pixels, 6.0)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out[0].max() == pytest.approx(0.5) and out[1, 0, 0] == pytest.approx(1.0) and out[2].max() == 0.0
+
+
+def test_preprocess_applies_the_configured_colour_constancy():
+    image = Image.fromarray(np.random.default_rng(1).integers(20, 200, (40, 40, 3), dtype=np.uint8))
+    plain = PreprocessConfig(size=(32, 32), interpolation="bilinear")
+    constancy = PreprocessConfig(size=(32, 32), interpolation="bilinear", color_constancy="shades_of_gray")
+    expected = (shades_of_gray(preprocess(image, plain) * 0.5 + 0.5, 6.0) - 0.5) / 0.5
+    np.testing.assert_allclose(preprocess(image, constancy), expected, atol=1e-6)
 
 
 def test_preprocess_refuses_non_rgb():

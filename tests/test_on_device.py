@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import json
 import os
 import socket
@@ -169,14 +170,14 @@ def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "interpolation, size, crop_pct",
-    [("bicubic", 128, 1.0), ("bicubic", 224, 0.875), ("bilinear", 32, 1.0), ("nearest", 48, 1.0)],
+    "interpolation, size, crop_pct, color_constancy",
+    [("bicubic", 128, 1.0, "none"), ("bicubic", 224, 0.875, "none"), ("bilinear", 32, 1.0, "none"),
+     ("nearest", 48, 1.0, "none"), ("bicubic", 192, 1.0, "shades_of_gray")],
 )
-def test_page_tensor_equals_imaging_preprocess(page, tmp_path, interpolation, size, crop_pct):
+def test_page_tensor_equals_imaging_preprocess(page, tmp_path, interpolation, size, crop_pct, color_constancy):
     cfg = PreprocessConfig(size=(size, size), crop_pct=crop_pct, interpolation=interpolation,
-                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # fmt: skip
-    js_config = {"size": [size, size], "resize": cfg.resize, "crop_pct": crop_pct, "interpolation": interpolation,
-                 "mean": list(cfg.mean), "std": list(cfg.std)}  # fmt: skip
+                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), color_constancy=color_constancy)
+    js_config = {**dataclasses.asdict(cfg), "size": [size, size]}
     # PNG: lossless, so any difference is the resampling's; odd sizes, up- and downscaling, both orientations.
     for seed, (w, h) in enumerate([(200, 150), (37, 91), (641, 479), (256, 256)]):
         path = files.save(files.lesion_photo(w, h, seed=seed), tmp_path / f"{w}x{h}.png", format="PNG")

@@ -16,6 +16,7 @@ CONFIGS = [
     PreprocessConfig(size=(224, 224), crop_pct=0.875, interpolation="bicubic",
                      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
     PreprocessConfig(size=(96, 96), crop_pct=0.9, interpolation="bilinear"),
+    preprocess_config("tf_efficientnet_lite0", 144, 1.0, color_constancy="shades_of_gray"),
 ]
 
 
@@ -27,7 +28,7 @@ def _assert_same(image: Image.Image, config: PreprocessConfig) -> None:
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.size[0]}-{c.crop_pct}-{c.interpolation}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.size[0]}-{c.crop_pct}-{c.interpolation}-{c.color_constancy}")
 @pytest.mark.parametrize("size", [(200, 150), (150, 200), (640, 480), (144, 144), (97, 301)])
 def test_preprocess_matches_training_eval_transform_on_generated_images(config, size):
     rng = np.random.default_rng(sum(size))
@@ -36,7 +37,7 @@ def test_preprocess_matches_training_eval_transform_on_generated_images(config, 
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("config", CONFIGS[:2], ids=["bundled", "imagenet-224"])
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[1], CONFIGS[3]], ids=["bundled", "imagenet-224", "sog"])
 def test_preprocess_matches_training_eval_transform_on_real_images(ham10000_dir, config):
     paths = sorted((ham10000_dir / "images").glob("*.jpg"))[:: 1000]
     assert len(paths) >= 10

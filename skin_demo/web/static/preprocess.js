@@ -250,20 +250,45 @@ export function preprocess(image, config) {
   }
   const top = roundHalfEven((h - height) / 2);
   const left = roundHalfEven((w - width) / 2);
-  // numpy's float32 arithmetic, step by step: (u8 / 255) - mean, then / std, each rounded to float32.
+  // numpy's float32 arithmetic, step by step: u8 / 255, the colour constancy gain, then - mean, then / std, each
+  // rounded to float32.
   const f = Math.fround;
-  const mean = config.mean.map(f);
-  const std = config.std.map(f);
   const plane = height * width;
   const tensor = new Float32Array(3 * plane);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const p = ((y + top) * w + (x + left)) * 3;
       const o = y * width + x;
-      for (let c = 0; c < 3; c++) {
-        tensor[c * plane + o] = f(f(f(pixels[p + c] / 255) - mean[c]) / std[c]);
-      }
+      for (let c = 0; c < 3; c++) tensor[c * plane + o] = f(pixels[p + c] / 255);
     }
   }
+  if (config.color_constancy === "shades_of_gray") {
+    shadesOfGray(tensor, plane, config.color_constancy_power);
+  } else if (config.color_constancy !== undefined && config.color_constancy !== "none") {
+    throw new Error(`unknown colour constancy ${config.color_constancy}`);
+  }
+  const mean = config.mean.map(f);
+  const std = config.std.map(f);
+  for (let c = 0; c < 3; c++) {
+    for (let o = c * plane; o < (c + 1) * plane; o++) tensor[o] = f(f(tensor[o] - mean[c]) / std[c]);
+  }
   return tensor;
+}
+
+/**
+ * imaging.shades_of_gray in place on channel-major [0, 1] pixels: per channel the Minkowski p-mean (in float64, as
+ * numpy computes it), gains that bring every channel to the mean illuminant (rounded to float32), clip to [0, 1].
+ */
+function shadesOfGray(tensor, plane, power) {
+  const f = Math.fround;
+  const illuminant = [0, 1, 2].map((c) => {
+    let sum = 0;
+    for (let o = c * plane; o < (c + 1) * plane; o++) sum += Math.pow(tensor[o], power);
+    return Math.pow(sum / plane, 1 / power);
+  });
+  const average = (illuminant[0] + illuminant[1] + illuminant[2]) / 3;
+  for (let c = 0; c < 3; c++) {
+    const gain = f(average / Math.max(illuminant[c], 1e-6));
+    for (let o = c * plane; o < (c + 1) * plane; o++) tensor[o] = Math.min(1, Math.max(0, f(tensor[o] * gain)));
+  }
 }
