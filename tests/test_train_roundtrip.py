@@ -43,7 +43,8 @@ def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     run = tmp_path / "run"
     argv = ["fit", "--ham", str(ham), "--split", str(split), "--isic2017", str(isic), "--arch", "test_efficientnet",
             "--no-pretrained", "--image-size", "48", "--warm-size", "32", "--warm-epochs", "1", "--epochs", "2",
-            "--batch-size", "8", "--threads", "2", "--cache", str(tmp_path / "cache"), "--out", str(run)]
+            "--batch-size", "8", "--threads", "2", "--cache", str(tmp_path / "cache"), "--out", str(run),
+            "--color-constancy", "shades_of_gray"]
     assert main(argv) == 0
 
     # The run folder keeps what made it and what it produced.
@@ -61,7 +62,13 @@ def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     assert lesion_cfg.labels == ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
     assert lesion_cfg.malignant_labels == ("akiec", "bcc", "mel")
     assert lesion_cfg.preprocess.size == (48, 48)
-    assert packs["malignancy"].config.decision_threshold is not None
+    # The threshold keeps validation sensitivity >= 0.90 on every source: the lowest per-source one, rounded down.
+    per_source = choices["malignancy"]["threshold_per_source"]
+    assert set(per_source) == {"ham10000", "isic2017"}
+    threshold = packs["malignancy"].config.decision_threshold
+    assert min(per_source.values()) - 1e-4 <= threshold <= min(per_source.values())
+    # Colour constancy chosen for training travels in the package, so serving applies it too.
+    assert {p.config.preprocess.color_constancy for p in packs.values()} == {"shades_of_gray"}
     assert packs["malignancy"].config.provenance["choice"] == choices["malignancy"]
     for pack in packs.values():
         assert pack.config.provenance["onnx_parity_max_abs_logit_diff"] < 1e-3

@@ -92,6 +92,7 @@ def render_model_card(config: PackageConfig, evaluation: Evaluation | None, *, r
             for i, label in enumerate(config.labels)
         ],
         threshold=None if config.decision_threshold is None else f"{config.decision_threshold:.4f}",
+        threshold_per_source=config.provenance.get("choice", {}).get("threshold_per_source"),
         quantization=config.provenance.get("quantization"),
         data_parts=data_parts,
         split=config.provenance.get("split"),
