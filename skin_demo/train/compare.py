@@ -1,0 +1,75 @@
+"""`python -m skin_demo.train compare RUN...`: fit runs side by side on validation, at a matched number of epochs.
+
+Runs that differ in one setting (architecture, colour constancy) but share the schedule can be compared epoch for
+epoch, so a run still in progress is compared with a finished one over the epochs both have: each run's best
+validation score within those epochs, chosen the way `fit` chooses (raw or EMA weights, mean over sources).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+METRICS = {"lesion_type": "lesion type: balanced accuracy", "malignancy": "malignancy: ROC AUC"}
+SCHEDULE_ARGS = ("epochs", "warm_epochs", "warm_size", "image_size", "batch_size", "lr", "seed")
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best validation score of one task within the first `within` epochs of a run."""
+
+    epoch: int
+    weights: str
+    per_source: dict[str, float]  # source -> score, plus "selection" (their mean)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("compare", help="fit runs side by side on validation", description=__doc__)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (each with args.json and history.json)")
+    parser.add_argument("--epochs", type=int, help="compare within this many epochs (default: the fewest any run has)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(format_comparison(args.runs, args.epochs))
+    return 0
+
+
+def best_within(history: list[dict], task: str, within: int) -> Best:
+    """The epoch and weights (raw or EMA) with the highest validation `selection` for `task` in the first epochs."""
+    candidates = [
+        (record[weights][task]["selection"], record["epoch"], weights)
+        for record in history[:within]
+        for weights in ("raw", "ema")
+        if weights in record
+    ]
+    if not candidates:
+        raise ValueError(f"no validation record for {task} in the first {within} epochs")
+    _, epoch, weights = max(candidates, key=lambda c: (c[0], -c[1]))  # ties: the earlier epoch, as fit keeps it
+    return Best(epoch, weights, history[epoch - 1][weights][task])
+
+
+def format_comparison(runs: list[Path], within: int | None = None) -> str:
+    """A Markdown table: one row per run, its setting and its best validation score per task and source."""
+    loaded = [(run, json.loads((run / "args.json").read_text()), json.loads((run / "history.json").read_text()))
+              for run in runs]
+    within = within or min(len(history["history"]) for _, _, history in loaded)
+    schedules = {tuple(args.get(k) for k in SCHEDULE_ARGS) for _, args, _ in loaded}
+    lines = [f"Best validation score within the first {within} epochs (the raw or EMA weights, chosen as fit does)."]
+    if len(schedules) > 1:
+        lines.append(f"Warning: the runs' schedules differ in {', '.join(SCHEDULE_ARGS)}; the comparison is unfair.")
+    tasks = [t for t in METRICS if all(t in args["tasks"] for _, args, _ in loaded)]
+    lines += ["", "| run | architecture | colour constancy | epochs done | " + " | ".join(
+        f"{METRICS[t]} (HAM10000 / ISIC 2017 / mean) @ epoch" for t in tasks) + " |",
+        "|---|---|---|---|" + "---|" * len(tasks)]
+    for run, args, history in loaded:
+        cells = []
+        for task in tasks:
+            best = best_within(history["history"], task, within)
+            scores = " / ".join(f"{best.per_source.get(s, float('nan')):.3f}" for s in ("ham10000", "isic2017"))
+            cells.append(f"{scores} / **{best.per_source['selection']:.3f}** @ {best.epoch} {best.weights}")
+        lines.append(f"| {run.name} | {args['arch']} | {args.get('color_constancy', 'none')} | "
+                     f"{len(history['history'])} of {args['epochs']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
