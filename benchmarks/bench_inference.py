@@ -281,7 +281,7 @@ def build_contenders(packs, int8_packs, mods, configs) -> list[Contender]:
         net = timm.create_model(arch, pretrained=False, num_classes=len(config.labels)).eval()
         return net, arch
 
-    (net_mal, arch), (net_les, _) = eager(configs["malignancy"]), eager(configs["lesion_type"])
+    (net_mal, arch_mal), (net_les, arch_les) = eager(configs["malignancy"]), eager(configs["lesion_type"])
 
     def torch_run(nets):
         def run(x):
@@ -296,7 +296,7 @@ def build_contenders(packs, int8_packs, mods, configs) -> list[Contender]:
     size = cfg.size[0]
     contenders.append(
         Contender("baseline 1 (torch eager, 2 models)", torch_from_ours, torch_run([net_mal, net_les]), torch.cat,
-                  f"timm {arch} x2 at {size} px, same preprocessing as ours")
+                  f"timm {arch_mal} + {arch_les} at {size} px, same preprocessing as ours")
     )  # fmt: skip
 
     def fastai_prepare(path: Path):

@@ -4,6 +4,7 @@ or raise ImageError, quickly. Random bytes, damaged files and valid images of ev
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from datetime import timedelta
 
@@ -134,6 +135,7 @@ def analyse(source, config: PreprocessConfig) -> Image.Image | None:
 @example(mode="I;16", size=(32, 32), fmt="PNG", config=CONFIGS[0], seed=1, special=False)
 @example(mode="F", size=(64, 48), fmt="TIFF", config=CONFIGS[0], seed=2, special=True)
 @example(mode="P", size=(33, 500), fmt="GIF", config=CONFIGS[2], seed=3, special=True)
+@example(mode="1", size=(128, 128), fmt="JPEG", config=CONFIGS[3], seed=0, special=False)  # decoded at 1/2 scale
 def test_valid_images_of_any_mode_and_size(mode, size, fmt, config, seed, special):
     source = encode(make_image(mode, size, seed, special), fmt)
     rgb = analyse(source, config)
@@ -141,7 +143,12 @@ def test_valid_images_of_any_mode_and_size(mode, size, fmt, config, seed, specia
     if min(size) >= MIN_SIDE and max(size) <= MAX_ASPECT_RATIO * min(size):
         # A valid image of acceptable size is never refused, and keeps its size.
         assert rgb is not None, f"a valid {mode} {fmt} image of {width}x{height} was refused"
-        assert rgb.size == size
+        if fmt == "JPEG" and rgb.size != size:
+            # libjpeg's draft: decoded at 1/2, 1/4 or 1/8 scale, never below twice the model's input side.
+            assert rgb.size in [(math.ceil(width / f), math.ceil(height / f)) for f in (2, 4, 8)], rgb.size
+            assert min(rgb.size) >= 2 * config.resize_shorter_side
+        else:
+            assert rgb.size == size
     else:
         # Too small, or so elongated that preprocess would upscale it into hundreds of megabytes: refused.
         assert rgb is None, f"a {width}x{height} image was accepted"

@@ -67,6 +67,8 @@ def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     assert set(per_source) == {"ham10000", "isic2017"}
     threshold = packs["malignancy"].config.decision_threshold
     assert min(per_source.values()) - 1e-4 <= threshold <= min(per_source.values())
+    card = (packs["malignancy"].path / "README.md").read_text()
+    assert f"HAM10000 {per_source['ham10000']}, ISIC 2017 {per_source['isic2017']}" in card
     # Colour constancy chosen for training travels in the package, so serving applies it too.
     assert {p.config.preprocess.color_constancy for p in packs.values()} == {"shades_of_gray"}
     assert packs["malignancy"].config.provenance["choice"] == choices["malignancy"]

@@ -92,7 +92,8 @@ def render_model_card(config: PackageConfig, evaluation: Evaluation | None, *, r
             for i, label in enumerate(config.labels)
         ],
         threshold=None if config.decision_threshold is None else f"{config.decision_threshold:.4f}",
-        threshold_per_source=config.provenance.get("choice", {}).get("threshold_per_source"),
+        threshold_per_source={SOURCE_NAMES.get(s, s): t for s, t in
+                              config.provenance.get("choice", {}).get("threshold_per_source", {}).items()},
         quantization=config.provenance.get("quantization"),
         data_parts=data_parts,
         split=config.provenance.get("split"),
