@@ -51,7 +51,7 @@ from skin_demo.train.transforms import eval_transform, train_transform
 
 log = logging.getLogger("skin_demo.train")
 
-MIN_SENSITIVITY = 0.90  # the malignancy threshold is the highest one that keeps validation sensitivity here on every source
+MIN_SENSITIVITY = 0.90  # the malignancy threshold keeps validation sensitivity at least here, on every source
 TTA_MIN_GAIN = 0.01  # flip test-time augmentation ships only if it lifts the validation metric by a point
 PARITY_LIMIT = 1e-3  # largest |torch - ONNX Runtime| logit difference a package may ship with
 FLOAT16_LIMIT = 1e-2  # float16 weight storage ships only if no probability moves more than this on validation
@@ -310,11 +310,11 @@ def _write_task_package(args, module, task, pre, state, choice, val: _Validation
     if task == "malignancy":
         p_malignant = torch.softmax(logits / temperature, dim=1)[:, 1].numpy()
         # Per source, then the lowest: a threshold pooled over sources meets the target on the big source only.
-        per_source = {
-            str(source): choose_threshold(labels.numpy()[mask], p_malignant[mask], MIN_SENSITIVITY)
-            for source in np.unique(val.sources)
-            if (mask := val.sources == source).any() and labels.numpy()[mask].any()
-        }
+        malignant, per_source = labels.numpy(), {}
+        for source in np.unique(val.sources):
+            mask = val.sources == source
+            if malignant[mask].any():
+                per_source[str(source)] = choose_threshold(malignant[mask], p_malignant[mask], MIN_SENSITIVITY)
         choice["threshold_per_source"] = {source: round(t, 4) for source, t in per_source.items()}
         # Round down: rounding up could lift the threshold past the score that met the sensitivity target.
         threshold = math.floor(min(per_source.values()) * 1e4) / 1e4
