@@ -55,23 +55,28 @@ def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     assert set(history["history"][-1]["ema"]["lesion_type"]) == {"ham10000", "isic2017", "selection"}
     assert (run / "last.pt").is_file() and (run / "best_lesion_type.pt").is_file()
     choices = json.loads((run / "choices.json").read_text())
-    assert set(choices["malignancy"]["val_auc"]) == {"binary_head", "lesion_type_sum"}
+    assert set(choices["malignancy"]) == {"best_epoch", "weights", "val_without_flip", "val_with_flip", "flip_tta"}
 
     packs = {task: ModelPack.load(run / "packages" / task) for task in ("malignancy", "lesion_type")}
     lesion_cfg = packs["lesion_type"].config
     assert lesion_cfg.labels == ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
     assert lesion_cfg.malignant_labels == ("akiec", "bcc", "mel")
     assert lesion_cfg.preprocess.size == (48, 48)
-    # The threshold keeps validation sensitivity >= 0.90 on every source: the lowest per-source one, rounded down.
-    per_source = choices["malignancy"]["threshold_per_source"]
+    # The dermoscopy threshold keeps validation sensitivity >= 0.90 on every source: the lowest per-source one,
+    # rounded down; both sources are dermoscopy, so it is the only domain and also the legacy decision_threshold.
+    malignancy = packs["malignancy"].config
+    decision = malignancy.provenance["decision"]
+    assert decision["min_sensitivity"] == 0.9
+    per_source = decision["domains"]["dermoscopy"]["threshold_per_source"]
     assert set(per_source) == {"ham10000", "isic2017"}
-    threshold = packs["malignancy"].config.decision_threshold
-    assert min(per_source.values()) - 1e-4 <= threshold <= min(per_source.values())
+    assert min(per_source.values()) - 1e-4 - 1e-9 <= malignancy.decision_threshold <= min(per_source.values())
+    assert malignancy.decision_thresholds == {"dermoscopy": malignancy.decision_threshold}
+    assert malignancy.decision_scores["dermoscopy"] in ("binary_head", "lesion_type_sum")
     card = (packs["malignancy"].path / "README.md").read_text()
     assert f"HAM10000 {per_source['ham10000']}, ISIC 2017 {per_source['isic2017']}" in card
     # Colour constancy chosen for training travels in the package, so serving applies it too.
     assert {p.config.preprocess.color_constancy for p in packs.values()} == {"shades_of_gray"}
-    assert packs["malignancy"].config.provenance["choice"] == choices["malignancy"]
+    assert malignancy.provenance["choice"] == choices["malignancy"]
     for pack in packs.values():
         assert pack.config.provenance["onnx_parity_max_abs_logit_diff"] < 1e-3
         assert (pack.path / "README.md").is_file()

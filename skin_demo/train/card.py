@@ -94,6 +94,7 @@ def render_model_card(config: PackageConfig, evaluation: Evaluation | None, *, r
         threshold=None if config.decision_threshold is None else f"{config.decision_threshold:.4f}",
         threshold_per_source={SOURCE_NAMES.get(s, s): t for s, t in
                               config.provenance.get("choice", {}).get("threshold_per_source", {}).items()},
+        decision=_decision(config),
         quantization=config.provenance.get("quantization"),
         data_parts=data_parts,
         split=config.provenance.get("split"),
@@ -195,6 +196,33 @@ def _details(evaluation: Evaluation | None) -> list[dict[str, str]]:
     ]
 
 
+_SCORE_NAMES = {"binary_head": "this package's P(malignant)",
+                "lesion_type_sum": "the lesion-type package's P(akiec) + P(bcc) + P(mel)"}
+_DOMAIN_NAMES = {"dermoscopy": "Dermoscopy images", "clinical": "Ordinary (clinical) photos"}
+
+
+def _decision(config: PackageConfig) -> dict[str, Any] | None:
+    """The per-domain malignancy rule recorded by `decide` (provenance["decision"]), ready for the template."""
+    decision = config.provenance.get("decision")
+    if not isinstance(decision, dict) or not isinstance(decision.get("domains"), dict):
+        return None
+    per_domain = config.metrics.get("per_domain") if isinstance(config.metrics.get("per_domain"), dict) else {}
+    domains = []
+    for domain, chosen in decision["domains"].items():
+        test = per_domain.get(domain) if isinstance(per_domain.get(domain), dict) else {}
+        domains.append({
+            "name": _DOMAIN_NAMES.get(domain, domain),
+            "score": _SCORE_NAMES.get(chosen.get("score"), chosen.get("score")),
+            "threshold": fmt(chosen.get("threshold"), 4),
+            "per_source": ", ".join(f"{SOURCE_NAMES.get(s, s)} {t}"
+                                    for s, t in (chosen.get("threshold_per_source") or {}).items()),
+            "val_auc": ", ".join(f"{_SCORE_NAMES.get(k, k)} {fmt(v.get('mean'))}"
+                                 for k, v in (chosen.get("val_auc") or {}).items() if isinstance(v, dict)),
+            "test": ", ".join(f"{k} {fmt(test[k])}" for k in ("sensitivity", "specificity", "roc_auc") if k in test),
+        })
+    return {"min_sensitivity": fmt(decision.get("min_sensitivity")), "domains": domains}
+
+
 def _choice(config: PackageConfig) -> dict[str, Any] | None:
     """What training chose for this package and on which validation numbers (provenance["choice"])."""
     choice = config.provenance.get("choice")
@@ -208,6 +236,9 @@ def _choice(config: PackageConfig) -> dict[str, Any] | None:
             per_source = ", ".join(f"{SOURCE_NAMES.get(s, s)} {fmt(v)}" for s, v in scores.items() if s != "selection")
             candidates.append({"name": label, "per_source": per_source, "mean": fmt(scores.get("selection"))})
     flip = choice.get("flip_tta") if isinstance(choice.get("flip_tta"), dict) else None
+    if isinstance(choice.get("flip_tta"), bool):  # fit's TaskChoice
+        flip = {"used": choice["flip_tta"], "val_without": choice.get("val_without_flip"),
+                "val_with": choice.get("val_with_flip")}
     return {
         "source": choice.get("source"),
         "candidates": candidates,

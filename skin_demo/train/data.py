@@ -30,7 +30,14 @@ class Sample:
     lesion_id: str | None
     dx: str | None  # HAM10000 code, or None where only benign/malignant is known
     malignant: bool
-    source: str  # e.g. "ham10000", "isic_mvb"
+    source: str  # e.g. "ham10000", "isic2017", "clinical"
+    domain: str = "dermoscopy"  # the image domain: "dermoscopy" or "clinical" (an ordinary camera photo)
+
+    @property
+    def class_key(self) -> str:
+        """The sample's class for balanced sampling: its HAM10000 code, else its benign / malignant label (a
+        clinical squamous cell carcinoma has no HAM10000 code)."""
+        return self.dx or ("malignant" if self.malignant else "benign")
 
 
 def task_labels(task: str) -> tuple[str, ...]:

@@ -13,9 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import WeightedRandomSampler
 
-from skin_demo.train.data import IGNORE_LABEL
+from skin_demo.train.data import IGNORE_LABEL, Sample
 
-STRATEGIES = ("none", "sampler", "weighted_loss", "focal")
+STRATEGIES = ("none", "sampler", "weighted_loss", "focal")  # sampler: `domain_class_weights`
 
 
 def class_weights(labels: torch.Tensor, n_classes: int, power: float) -> torch.Tensor:
@@ -25,15 +25,35 @@ def class_weights(labels: torch.Tensor, n_classes: int, power: float) -> torch.T
     return weights * (counts > 0).sum() / weights.sum()
 
 
-def balanced_sampler(
-    group_keys: list[str], power: float, seed: int, num_samples: int | None = None
-) -> WeightedRandomSampler:
-    """Draw samples with probability ~ (size of their group) ** -power; `num_samples` draws (default: one per key)."""
-    counts = Counter(group_keys)
-    weights = torch.tensor([counts[k] ** -power for k in group_keys], dtype=torch.double)
+def domain_class_weights(samples: list[Sample], power: float) -> torch.Tensor:
+    """Sampling weights that leave no image domain's class prior to learn.
+
+    Drawn top down: a domain with share ~ (its images) ** power; within it, malignant and benign with equal
+    shares (so "clinical" does not mean "63 % malignant" to the network); within those, each (source, class)
+    group with share ~ (its images) ** power; within a group, every image alike. The weights sum to 1.
+    """
+    domains = Counter(s.domain for s in samples)
+    domain_share = {d: n ** power for d, n in domains.items()}
+    total = sum(domain_share.values())
+    groups = Counter((s.domain, s.malignant, f"{s.source}:{s.class_key}") for s in samples)
+    sides = {(d, m) for d, m, _ in groups}
+    group_share = {key: n ** power for key, n in groups.items()}
+    side_total = Counter()
+    for (domain, malignant, _), share in group_share.items():
+        side_total[domain, malignant] += share
+    weights = []
+    for s in samples:
+        key = (s.domain, s.malignant, f"{s.source}:{s.class_key}")
+        sides_in_domain = sum(1 for d, _ in sides if d == s.domain)
+        weights.append(domain_share[s.domain] / total / sides_in_domain
+                       * group_share[key] / side_total[s.domain, s.malignant] / groups[key])
+    return torch.tensor(weights, dtype=torch.double)
+
+
+def weighted_sampler(weights: torch.Tensor, seed: int, num_samples: int) -> WeightedRandomSampler:
+    """`num_samples` draws with replacement, with probability proportional to `weights`, repeatable by `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    draws = len(group_keys) if num_samples is None else num_samples
-    return WeightedRandomSampler(weights, num_samples=draws, replacement=True, generator=generator)
+    return WeightedRandomSampler(weights, num_samples=num_samples, replacement=True, generator=generator)
 
 
 class FocalLoss(nn.Module):

@@ -23,7 +23,7 @@ MARKDOWN_FILE = "EVAL.md"
 CONFUSION_PNG = "confusion_matrix.png"
 ROC_PNG = "roc.png"
 REPORT_FILES = (METRICS_FILE, MARKDOWN_FILE, CONFUSION_PNG, ROC_PNG)
-SOURCE_NAMES = {"ham10000": "HAM10000", "isic2017": "ISIC 2017"}  # display names; an unknown source shows as itself
+SOURCE_NAMES = {"ham10000": "HAM10000", "isic2017": "ISIC 2017", "clinical": "clinical photos"}  # display names; an unknown source shows as itself
 METRIC_NAMES = {
     "balanced_accuracy": "balanced accuracy",
     "accuracy": "accuracy",

@@ -10,7 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from skin_demo.train import imbalance, loop
+from skin_demo.train import fit_cli, imbalance
+from skin_demo.train.fit import fit
 
 
 def register(subparsers) -> None:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 def sweep(strategies: list[str], fit_argv: list[str]) -> dict:
     """Run `fit --no-export` once per strategy into <out>/<strategy>; returns and writes the comparison."""
     parser = argparse.ArgumentParser(prog="fit")
-    loop.register(parser.add_subparsers())
+    fit_cli.register(parser.add_subparsers())
     base = parser.parse_args(["fit", *fit_argv])
     out = Path(base.out)
     results = {}
@@ -40,7 +41,7 @@ def sweep(strategies: list[str], fit_argv: list[str]) -> dict:
         if not finished:  # a finished run is reused; an interrupted one resumes from its last epoch
             args = parser.parse_args(["fit", *fit_argv, "--imbalance", strategy, "--out", str(out / strategy),
                                       "--no-export", "--resume"])
-            loop.fit(args)
+            fit(args)
         history = json.loads(history_path.read_text())
         results[strategy] = {task: best["metric"] for task, best in history["best"].items()}
     ranked = sorted(results, key=lambda s: results[s].get("lesion_type", 0.0), reverse=True)
