@@ -27,6 +27,7 @@ SETTINGS = {
     "channels_last": dict(bf16=False, channels_last=True, compile=False),
     "bf16 + channels_last": dict(bf16=True, channels_last=True, compile=False),
     "compile": dict(bf16=False, channels_last=False, compile=True),
+    "channels_last + compile": dict(bf16=False, channels_last=True, compile=True),
     "bf16 + channels_last + compile": dict(bf16=True, channels_last=True, compile=True),
 }
 

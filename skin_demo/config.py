@@ -34,6 +34,11 @@ TEMPERATURE_RANGE = (0.05, 20.0)
 MEAN_RANGE = (0.0, 1.0)  # in units of the [0, 1] pixel scale preprocess works in
 STD_RANGE = (0.01, 1.0)
 COLOR_CONSTANCY_POWER_RANGE = (1.0, 16.0)
+# The image domains a malignancy package may hold a decision for (the lesion check tells them apart), and what a
+# domain's call may be made on: the package's own P(malignant) ("binary_head"), or the lesion-type package's
+# probabilities summed over its malignant_labels ("lesion_type_sum").
+DOMAINS = ("dermoscopy", "clinical")
+DECISION_SCORES = ("binary_head", "lesion_type_sum")
 
 
 class ConfigError(ValueError):
@@ -110,8 +115,13 @@ class PackageConfig:
     preprocess: PreprocessConfig
     architecture: str
     temperature: float = 1.0
-    # Probability of malignancy at or above which the package calls an image "malignant" (malignancy task).
+    # Probability of malignancy at or above which the package calls an image "malignant" (malignancy task): the
+    # dermoscopy threshold, kept for readers that know no domains.
     decision_threshold: float | None = None
+    # Per image domain (DOMAINS): the validated threshold, and what the call is made on (DECISION_SCORES; a domain
+    # missing here uses decision_threshold and "binary_head").
+    decision_thresholds: dict[str, float] = field(default_factory=dict)
+    decision_scores: dict[str, str] = field(default_factory=dict)
     # Further ONNX outputs beyond `logits`, by name (none for the bundled models).
     extra_outputs: tuple[str, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -133,8 +143,21 @@ class PackageConfig:
         if unknown:
             raise ConfigError(f"malignant_labels {sorted(unknown)} are not in labels")
         _check_range("temperature", self.temperature, TEMPERATURE_RANGE)
-        if self.decision_threshold is not None and not 0.0 < self.decision_threshold < 1.0:
-            raise ConfigError(f"decision_threshold must be strictly between 0 and 1, got {self.decision_threshold!r}")
+        if self.decision_threshold is not None:
+            _check_threshold("decision_threshold", self.decision_threshold)
+        _check_domains("decision_thresholds", self.decision_thresholds)
+        for domain, threshold in self.decision_thresholds.items():
+            _check_threshold(f"decision_thresholds.{domain}", threshold)
+        dermoscopy = self.decision_thresholds.get("dermoscopy")
+        if dermoscopy is not None and self.decision_threshold is not None and dermoscopy != self.decision_threshold:
+            raise ConfigError(
+                f"decision_thresholds.dermoscopy ({dermoscopy!r}) differs from decision_threshold "
+                f"({self.decision_threshold!r}); decision_threshold is the dermoscopy one, for older readers"
+            )
+        _check_domains("decision_scores", self.decision_scores)
+        for domain, score in self.decision_scores.items():
+            if score not in DECISION_SCORES:
+                raise ConfigError(f"decision_scores.{domain} {score!r} is not one of {DECISION_SCORES}")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -166,6 +189,8 @@ class PackageConfig:
             architecture=_string(raw, "architecture", "architecture", default=""),
             temperature=_number(raw, "temperature", "temperature", default=1.0),
             decision_threshold=None if threshold is None else _number(raw, "decision_threshold", "decision_threshold"),
+            decision_thresholds=_number_map(raw, "decision_thresholds"),
+            decision_scores=_string_map(raw, "decision_scores"),
             extra_outputs=tuple(_string_list(raw, "extra_outputs", default=[])),
             metrics=_object(raw, "metrics"),
             provenance=_object(raw, "provenance"),
@@ -211,6 +236,17 @@ def _check_range(name: str, value: float, bounds: tuple[float, float]) -> None:
         raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
 
 
+def _check_threshold(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{name} must be strictly between 0 and 1, got {value!r}")
+
+
+def _check_domains(name: str, mapping: dict[str, Any]) -> None:
+    unknown = sorted(set(mapping) - set(DOMAINS))
+    if unknown:
+        raise ConfigError(f"{name} has unknown domains {unknown}; the domains are {list(DOMAINS)}")
+
+
 def _field(raw: dict[str, Any], key: str, default: Any) -> Any:
     if key in raw:
         return raw[key]
@@ -249,6 +285,22 @@ def _string_list(raw: dict[str, Any], key: str, default: Any = _REQUIRED) -> lis
     value = _field(raw, key, default)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key} must be a list of strings, got {_type_name(value)} {_excerpt(value)}")
+    return value
+
+
+def _number_map(raw: dict[str, Any], key: str) -> dict[str, float]:
+    value = _object(raw, key)
+    for name, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise ConfigError(f"{key}.{name} must be a number, got {_type_name(item)}")
+    return {name: float(item) for name, item in value.items()}
+
+
+def _string_map(raw: dict[str, Any], key: str) -> dict[str, str]:
+    value = _object(raw, key)
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise ConfigError(f"{key}.{name} must be a string, got {_type_name(item)}")
     return value
 
 

@@ -1,5 +1,6 @@
 """One image in, every model's answer out: decode once, preprocess once per distinct config, run each session,
-then apply the one post-processing rule (`skin_demo.postprocess`): the malignancy flag and the lesion check."""
+then apply the one post-processing rule (`skin_demo.postprocess`): the lesion check and image domain, then the
+malignancy call for that domain."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from skin_demo import postprocess
 from skin_demo.config import PreprocessConfig
 from skin_demo.imaging import ImageSource, load_image, preprocess
 from skin_demo.modelpack import ModelPack
-from skin_demo.postprocess import LesionCheck, MalignancyFlag
+from skin_demo.postprocess import DERMOSCOPY, ImageDomain, LesionCheck, MalignancyFlag
 from skin_demo.taxonomy import display_name
 
 TOP_K = 3
@@ -33,10 +34,14 @@ class Prediction:
     """The models' probabilities for one image, what the post-processing rule makes of them, and the timings.
 
     malignancy / lesion_type: probability per label, in each package's label order (dicts keep order).
-    malignancy_probability: P(malignant), the malignancy model's probabilities summed over its malignant_labels.
-    malignancy_flag: whether P(malignant) reaches the malignancy package's decision_threshold.
+    malignancy_probability: the score the malignancy call was made on: the malignancy model's probabilities summed
+      over its malignant_labels, or, where the malignancy package's `decision_scores` say so for the image's domain,
+      lesion_type_malignant_probability.
+    malignancy_flag: whether that score reaches the malignancy package's threshold for the image's domain.
     lesion_check: whether the image looks like a skin-lesion close-up (None when no lesion-check package is used).
-    lesion_type_malignant_probability: the same sum over the lesion-type model's malignant labels (a second
+    image_domain: dermoscopy, clinical or not_lesion, with the check's probabilities (None without a lesion check,
+      and the call is then made as for dermoscopy, the domain the models were validated on).
+    lesion_type_malignant_probability: the sum over the lesion-type model's malignant labels (a second
       opinion from the other model; the two are trained separately and need not agree).
     lesion_type_top: the top-k lesion types, most probable first.
     timings_ms: decode, preprocess, inference and total, in milliseconds.
@@ -50,6 +55,7 @@ class Prediction:
     lesion_type_malignant_probability: float
     lesion_type_top: tuple[RankedLabel, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    image_domain: ImageDomain | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (the API's answer, without model descriptions)."""
@@ -59,6 +65,7 @@ class Prediction:
             "malignancy_probability": self.malignancy_probability,
             "malignancy_flag": self.malignancy_flag.to_json(),
             "lesion_check": None if self.lesion_check is None else self.lesion_check.to_json(),
+            "image_domain": None if self.image_domain is None else self.image_domain.to_json(),
             "lesion_type_malignant_probability": self.lesion_type_malignant_probability,
             "lesion_type_top": [
                 {"label": r.label, "name": r.name, "probability": r.probability} for r in self.lesion_type_top
@@ -111,10 +118,14 @@ class Predictor:
 
         mal_config, type_config = self.malignancy.config, self.lesion_type.config
         mal_probs, lesion_probs = probs[mal_config.task], probs[type_config.task]
-        malignant = postprocess.positive_probability(mal_probs, mal_config)
-        check = None
+        check = domain = None
+        decide_for = DERMOSCOPY
         if self.lesion_check is not None:
-            check = postprocess.lesion_check(probs[self.lesion_check.config.task], self.lesion_check.config)
+            check_probs, check_config = probs[self.lesion_check.config.task], self.lesion_check.config
+            check = postprocess.lesion_check(check_probs, check_config)
+            domain = postprocess.image_domain(check_probs, check_config)
+            decide_for = postprocess.decision_domain(domain)
+        score = postprocess.malignancy_score(decide_for, mal_probs, mal_config, lesion_probs, type_config)
         ranked = sorted(lesion_probs.items(), key=lambda item: -item[1])[: self.top_k]
         timings = {
             "decode": 1000 * (decoded - start),
@@ -125,12 +136,13 @@ class Predictor:
         return Prediction(
             malignancy=mal_probs,
             lesion_type=lesion_probs,
-            malignancy_probability=malignant,
-            malignancy_flag=postprocess.malignancy_flag(malignant, mal_config),
+            malignancy_probability=score,
+            malignancy_flag=postprocess.malignancy_flag(score, mal_config, decide_for),
             lesion_check=check,
             lesion_type_malignant_probability=postprocess.positive_probability(lesion_probs, type_config),
             lesion_type_top=tuple(RankedLabel(label, display_name(label), p) for label, p in ranked),
             timings_ms=timings,
+            image_domain=domain,
         )
 
 

@@ -44,7 +44,7 @@ from typing import Any
 from skin_demo.examples import DEFAULT_EXAMPLES_DIR
 from skin_demo.hub import DEFAULT_HUB_DEADLINE_S, DEFAULT_HUB_TIMEOUT_S, load_from_hub
 from skin_demo.modelpack import ModelPack, PackageError, available_cpus, default_threads
-from skin_demo.postprocess import LESION_LABEL
+from skin_demo.postprocess import DOMAIN_LABELS, LESION_LABEL, NOT_LESION, is_lesion_check
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,9 @@ def _check_task(pack: ModelPack, task: str, where: str) -> None:
         raise PackageError(f"{where}: task is {pack.config.task!r}, expected {task!r} for this slot")
     if task == "malignancy" and not pack.config.malignant_labels:
         raise PackageError(f"{where}: a malignancy package needs malignant_labels")
-    if task == "lesion_check" and LESION_LABEL not in pack.config.labels:
-        raise PackageError(f"{where}: a lesion_check package needs the label {LESION_LABEL!r}")
+    if task == "lesion_check" and not is_lesion_check(pack.config):
+        raise PackageError(f"{where}: a lesion_check package needs the labels {list(DOMAIN_LABELS)} (or, in its older "
+                           f"form, {[LESION_LABEL, NOT_LESION]}); it has {list(pack.config.labels)}")
 
 
 def _display_path(path: Path) -> str:

@@ -22,6 +22,11 @@ DISPLAY_NAMES = {
     "vasc": "Vascular lesion",
     "benign": "Benign",
     "malignant": "Malignant",
+    # the lesion check's labels: the image domains, and the older two-label check's positive label
+    "dermoscopy": "Dermoscopy image",
+    "clinical": "Ordinary photo",
+    "not_lesion": "Not a skin-lesion close-up",
+    "lesion": "Skin-lesion close-up",
 }
 
 DESCRIPTIONS = {
@@ -49,11 +54,12 @@ LESION_COLOURS = {
 
 
 def display_name(code: str) -> str:
-    """Full name with its code, e.g. "Melanocytic nevus (nv)"; an unknown code shows as itself."""
+    """A lesion type's full name with its code, e.g. "Melanocytic nevus (nv)"; any other known label by its name
+    ("Malignant", "Ordinary photo"); an unknown code as itself."""
     name = DISPLAY_NAMES.get(code)
     if name is None:
         return code
-    if code in MALIGNANCY_LABELS:
+    if code not in LESION_CODES:
         return name
     return f"{name} ({code})"
 

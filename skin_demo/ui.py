@@ -32,19 +32,12 @@ from skin_demo.imaging import MAX_FILE_BYTES, ImageError  # noqa: E402
 from skin_demo.predictor import Prediction, Predictor  # noqa: E402
 from skin_demo.settings import LoadedModels, Settings, load_models  # noqa: E402
 from skin_demo.taxonomy import DESCRIPTIONS, LESION_CODES, MALIGNANT_CODES, display_name  # noqa: E402
+from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, FlagWords, flag_words  # noqa: E402
 from skin_demo.web.server import mount_on_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 TITLE = "Skin lesion classifier (research demo)"
-DISCLAIMER_SHORT = "Research demo, not a diagnosis. If a spot on your skin worries you, see a doctor."
-DISCLAIMER = (
-    "Research demo, not a diagnosis. These models were trained on one public dermoscopy dataset (HAM10000) "
-    "and make mistakes; they have not been clinically validated. Do not use them to decide whether to see a "
-    "doctor: if a spot on your skin worries you, changes, bleeds or itches, see a doctor or dermatologist."
-)
-FLAGGED = "Above the model's alert threshold"
-NOT_FLAGGED = "Below the model's alert threshold"
 ON_DEVICE_PATH = "/on-device/"
 QUEUE_MAX_SIZE = 64  # requests waiting beyond this get an immediate "queue full" instead of a long wait
 # Gradio deletes the uploads it registered once they are a minute old (checked every 30 s): the page's photo stays
@@ -66,6 +59,9 @@ CSS = """
   border-radius: 6px;}
 #headline h2 {margin: 0; font-size: 1.25rem;}
 #headline .flagged {color: #8a3b00;}
+#headline .domain {margin: 0; font-size: 0.85rem; text-transform: uppercase; letter-spacing: 0.04em; color: #555;}
+#caveat p {border-left: 6px solid #F28E2B; background: #FFF4E5; color: #3d2a00; padding: 6px 12px; margin: 0;
+  border-radius: 6px;}
 #message {border-left: 6px solid #4E79A7; background: #EEF3F9; padding: 8px 12px; border-radius: 6px;}
 #charts-row {flex-wrap: wrap;}
 #charts-row > * {min-width: 240px; flex: 1 1 240px;}  /* side by side on wide screens, stacked on phones */
@@ -210,8 +206,9 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
             outputs=[gr.JSON(visible=False, label="result")],
             preprocess=False,
             api_name="predict",
-            api_description="Analyse one uploaded image file; returns each model's probabilities, the malignancy "
-            "flag and the lesion check as JSON.",
+            api_description="Analyse one uploaded image file; returns each model's probabilities, the image domain "
+            "(dermoscopy, ordinary photo or not a lesion), the malignancy flag for that domain and the lesion check "
+            "as JSON.",
         )
 
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=QUEUE_MAX_SIZE)
@@ -288,7 +285,8 @@ class _ResultView:
     models: LoadedModels
     message: gr.Markdown
     headline: gr.HTML
-    numbers: gr.Column  # donuts, text version, all numbers: hidden while the lesion check fails
+    numbers: gr.Column  # caveat, donuts, text version, all numbers: hidden while the lesion check fails
+    caveat: gr.HTML  # the image domain's plain warning, above the donuts (ordinary photos)
     malignancy_chart: gr.HTML
     lesion_type_chart: gr.HTML
     summary: gr.HTML
@@ -303,6 +301,7 @@ class _ResultView:
         message = gr.Markdown("", visible=False, elem_id="message")
         headline = gr.HTML("", elem_id="headline")
         with gr.Column(visible=False, elem_id="numbers") as numbers:
+            caveat = gr.HTML("", elem_id="caveat")
             with gr.Row(elem_id="charts-row"):
                 malignancy_chart = gr.HTML("", elem_id="malignancy-chart", elem_classes=["donut"])
                 lesion_type_chart = gr.HTML("", elem_id="lesion-type-chart", elem_classes=["donut"])
@@ -312,8 +311,8 @@ class _ResultView:
                 result_json = gr.JSON(label="As the API returns them", elem_id="result-json")
         show_anyway = gr.Button("Show the numbers anyway", size="sm", visible=False, elem_id="show-anyway")
         status = gr.Markdown("", elem_id="status")
-        return cls(models, message, headline, numbers, malignancy_chart, lesion_type_chart, summary, per_class,
-                   result_json, show_anyway, status)  # fmt: skip
+        return cls(models, message, headline, numbers, caveat, malignancy_chart, lesion_type_chart, summary,
+                   per_class, result_json, show_anyway, status)  # fmt: skip
 
     @property
     def components(self) -> list[Any]:
@@ -322,7 +321,7 @@ class _ResultView:
     def say(self, text: str) -> dict[Any, Any]:
         """Only a message (or nothing): no numbers."""
         return {self.message: gr.Markdown(text, visible=bool(text)), self.headline: "",
-                self.numbers: gr.Column(visible=False),
+                self.numbers: gr.Column(visible=False), self.caveat: "",
                 self.malignancy_chart: "", self.lesion_type_chart: "", self.summary: "", self.per_class: "",
                 self.result_json: None, self.show_anyway: gr.Button(visible=False), self.status: ""}  # fmt: skip
 
@@ -331,8 +330,9 @@ class _ResultView:
         return {self.numbers: gr.Column(visible=True), self.show_anyway: gr.Button(visible=False)}
 
     def show(self, prediction: Prediction) -> dict[Any, Any]:
-        """Headline, donuts, one text version, the numbers behind a disclosure. When the lesion check fails,
-        its message replaces the result and the numbers stay one tap away."""
+        """The image domain and headline, the domain's caveat above the donuts, one text version, the numbers behind
+        a disclosure. When the lesion check fails, its message replaces the result and the numbers stay one tap
+        away."""
         rendered = charts.render(prediction)
         timings = dict(prediction.timings_ms, charts=rendered.ms)
         timings["total"] = prediction.timings_ms["total"] + rendered.ms
@@ -341,14 +341,15 @@ class _ResultView:
         passed = check is None or check.passed
         mal_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.malignancy_slices(prediction))
         type_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.lesion_type_slices(prediction))
-        headline = FLAGGED if flag.flagged else NOT_FLAGGED
+        words = flag_words(flag.flagged, flag.domain, self.models.malignancy.config)
         return {
             self.message: gr.Markdown("" if passed else f"**{html.escape(check.message)}**", visible=not passed),
-            self.headline: _headline_html(prediction, headline) if passed else "",
+            self.headline: _headline_html(prediction, words) if passed else "",
             self.numbers: gr.Column(visible=passed),
+            self.caveat: f"<p>{html.escape(words.caveat)}</p>" if words.caveat else "",
             self.malignancy_chart: _svg_figure(rendered.malignancy_svg, f"Malignancy chart: {mal_alt}"),
             self.lesion_type_chart: _svg_figure(rendered.lesion_type_svg, f"Lesion-type chart: {type_alt}"),
-            self.summary: _summary_html(prediction, headline),
+            self.summary: _summary_html(prediction, words),
             self.per_class: _per_class_markdown(prediction),
             self.result_json: _result_json(prediction, self.models),
             self.show_anyway: gr.Button(visible=not passed),
@@ -356,13 +357,21 @@ class _ResultView:
         }
 
 
-def _headline_html(prediction: Prediction, headline: str) -> str:
+def _headline_html(prediction: Prediction, words: FlagWords) -> str:
     flag = prediction.malignancy_flag
+    domain = _domain_name(prediction)
+    score_name = words.score_name[0].upper() + words.score_name[1:]
     return (
-        f'<h2 class="{"flagged" if flag.flagged else "not-flagged"}">{headline}</h2>'
-        f"<p>The malignancy model gives {prediction.malignancy_probability:.1%}; it raises an alert from "
+        (f'<p class="domain">{html.escape(domain)}</p>' if domain else "")
+        + f'<h2 class="{"flagged" if flag.flagged else "not-flagged"}">{html.escape(words.headline)}</h2>'
+        f"<p>{html.escape(score_name)} gives {prediction.malignancy_probability:.1%}; it raises an alert from "
         f"{flag.threshold:.1%}. Not a diagnosis.</p>"
     )
+
+
+def _domain_name(prediction: Prediction) -> str:
+    """The image domain the lesion check found, as shown ("Ordinary photo"); empty without a lesion check."""
+    return "" if prediction.image_domain is None else display_name(prediction.image_domain.label)
 
 
 def _svg_figure(svg: str, alt: str) -> str:
@@ -371,13 +380,14 @@ def _svg_figure(svg: str, alt: str) -> str:
     return f'<figure><img src="data:image/svg+xml;base64,{data}" alt="{alt}"/></figure>'
 
 
-def _summary_html(prediction: Prediction, headline: str) -> str:
+def _summary_html(prediction: Prediction, words: FlagWords) -> str:
     """The one text version of the numbers (for screen readers and copying)."""
     top = "; ".join(f"{html.escape(r.name)} {r.probability:.0%}" for r in prediction.lesion_type_top)
+    domain = _domain_name(prediction)
     return (
-        f"<p><strong>{headline}</strong>: malignant {prediction.malignancy_probability:.1%} "
-        f"(alert from {prediction.malignancy_flag.threshold:.1%}). Most similar lesion types: {top}. "
-        "Research demo, not a diagnosis.</p>"
+        f"<p><strong>{html.escape(words.headline)}</strong>{f' ({html.escape(domain)})' if domain else ''}: "
+        f"malignant {prediction.malignancy_probability:.1%} (alert from {prediction.malignancy_flag.threshold:.1%}). "
+        f"Most similar lesion types: {top}. Research demo, not a diagnosis.</p>"
     )
 
 
@@ -388,6 +398,9 @@ def _per_class_markdown(prediction: Prediction) -> str:
     if prediction.lesion_check is not None:
         check = prediction.lesion_check
         rows.append(f"| lesion check | skin-lesion close-up | {check.score:.1%} (passes from {check.threshold:.1%}) |")
+    if prediction.image_domain is not None:
+        domains = prediction.image_domain.probabilities
+        rows += [f"| image domain | {display_name(k)} | {p:.1%} |" for k, p in domains.items()]
     return "\n".join(rows)
 
 
@@ -421,12 +434,14 @@ def _models_markdown(models: LoadedModels) -> str:
     purpose = {
         "malignancy": "How likely the lesion is malignant",
         "lesion_type": "Which of seven lesion types it resembles",
-        "lesion_check": "Whether the photo is a skin-lesion close-up at all",
+        "lesion_check": "Whether the photo is a skin-lesion close-up at all, and a dermoscopy image or an ordinary "
+                        "photo",
     }
     parts = [
-        "Each model was trained on dermoscopy photos and tested on photos it never saw, from the clinic it was "
-        "trained on (HAM10000) and from another one (ISIC 2017). Balanced accuracy is the average share of each "
-        "class it gets right (0.5 is chance for two classes)."
+        "The two classifiers were trained on dermoscopy photos and tested on photos they never saw, from the clinic "
+        "they were trained on (HAM10000) and from another one (ISIC 2017). Balanced accuracy is the average share of "
+        "each class a model gets right (0.5 is chance for two classes). Ordinary photos are much harder for them; "
+        "the result of such a photo says how they did on them in tests."
     ]
     for pack in models:
         info = pack.describe()
@@ -456,9 +471,9 @@ def _privacy_api_html() -> str:
         "sent to the API is deleted as soon as it has been analysed. Usage analytics are off. "
         f'<a href="{ON_DEVICE_PATH}">On this device</a> your photo is not uploaded at all.</p>'
         "<p><strong>API.</strong> The <code>predict</code> endpoint takes one image file and returns JSON "
-        "(probabilities per class, the alert flag, the lesion check):</p>"
+        "(probabilities per class, the image domain, the alert flag, the lesion check):</p>"
         "<pre><code>from gradio_client import Client, handle_file\n\n"
         'client = Client("<span data-page-url>URL of this page</span>")\n'
         'result = client.predict(handle_file("lesion.jpg"), api_name="/predict")\n'
-        'print(result["malignancy_flag"], result["lesion_check"], result["lesion_type"])</code></pre>'
+        'print(result["image_domain"], result["malignancy_flag"], result["lesion_type"])</code></pre>'
     )

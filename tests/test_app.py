@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import urllib.request
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from skin_demo import texts, ui
 from skin_demo.imaging import MAX_FILE_BYTES
 from skin_demo.modelpack import ModelPack
 from skin_demo.postprocess import LESION_CHECK_FAILED_MESSAGE, decision_threshold
@@ -22,15 +24,17 @@ from skin_demo.ui import DISCLAIMER, build_app
 from tests import image_files as files
 from tests.conftest import REPO_ROOT
 from tests.served_app import serve
-from tests.tiny_packages import FAILING_LESION_THRESHOLD, make_models_dir
+from tests.tiny_packages import CLINICAL_THRESHOLD, FAILING_LESION_THRESHOLD, make_models_dir
+from tests.web_packages import GREEN
 
 TIMEOUT_S = 120  # per request: a hung worker fails the test instead of hanging it (this CPU is shared)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The app on tiny packages (lesion check passes every image, malignancy flagged from 0.3)."""
-    with serve(tmp_path_factory.mktemp("app"), malignancy_threshold=0.3) as app:
+    """The app on tiny packages: the three-way lesion check passes every image; malignancy is flagged from 0.3 on
+    dermoscopy and from CLINICAL_THRESHOLD of the lesion-type sum on ordinary photos."""
+    with serve(tmp_path_factory.mktemp("app"), malignancy_threshold=0.3, domains=True) as app:
         yield app, Client(app.url, verbose=False, ssl_verify=False)
 
 
@@ -45,9 +49,11 @@ def test_predict_returns_plain_json_with_the_flag_and_the_lesion_check(served, t
     assert list(result["lesion_type"]) == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert sum(result["malignancy"].values()) == pytest.approx(1.0, abs=1e-5)
     assert result["malignancy_probability"] == pytest.approx(result["malignancy"]["malignant"])
+    assert result["image_domain"]["label"] == "dermoscopy"  # what the tiny check makes of this photo
+    assert list(result["image_domain"]["probabilities"]) == ["dermoscopy", "clinical", "not_lesion"]
     flag = result["malignancy_flag"]
-    assert flag["threshold"] == 0.3  # the package's own decision_threshold, not 0.5
-    assert flag["flagged"] == (result["malignancy_probability"] >= 0.3)
+    assert flag == {"flagged": result["malignancy_probability"] >= 0.3, "threshold": 0.3,  # the package's, not 0.5
+                    "domain": "dermoscopy", "score_from": "binary_head"}  # fmt: skip
     check = result["lesion_check"]
     assert set(check) == {"passed", "score", "threshold", "message"}
     assert check["passed"] is True and check["score"] >= check["threshold"]
@@ -58,13 +64,29 @@ def test_predict_returns_plain_json_with_the_flag_and_the_lesion_check(served, t
     json.dumps(result)  # plain JSON all the way down
 
 
+def test_an_ordinary_photo_is_called_at_its_own_threshold(served, tmp_path):
+    _, client = served
+    result = predict(client, files.save(files.Image.new("RGB", (90, 60), GREEN), tmp_path / "phone.png"))
+    assert result["image_domain"]["label"] == "clinical"
+    assert result["lesion_check"]["passed"] is True
+    assert result["malignancy_probability"] == result["lesion_type_malignant_probability"]  # the package's choice
+    flag = result["malignancy_flag"]
+    assert (flag["domain"], flag["score_from"]) == ("clinical", "lesion_type_sum")
+    assert flag["threshold"] == CLINICAL_THRESHOLD
+    assert flag["flagged"] == (result["malignancy_probability"] >= CLINICAL_THRESHOLD)
+
+
 def test_a_failed_lesion_check_keeps_the_probabilities(tmp_path):
+    """With the older two-label lesion check, as bundled before the image domains."""
     with serve(tmp_path, lesion_threshold=FAILING_LESION_THRESHOLD) as app:
         result = predict(Client(app.url, verbose=False, ssl_verify=False), files.jpeg(tmp_path / "cat.jpg"))
     check = result["lesion_check"]
     assert check["passed"] is False and check["score"] < check["threshold"] == FAILING_LESION_THRESHOLD
     assert check["message"] == LESION_CHECK_FAILED_MESSAGE
     assert sum(result["lesion_type"].values()) == pytest.approx(1.0, abs=1e-5)  # still there, for research use
+    assert result["image_domain"] == {"label": "not_lesion", "probabilities": {
+        "dermoscopy": check["score"], "not_lesion": pytest.approx(1 - check["score"], abs=1e-6)}}  # fmt: skip
+    assert result["malignancy_flag"]["domain"] == "dermoscopy"  # the only domain that check knew
 
 
 def test_api_sees_the_original_file_with_its_exif_rotation(served, tmp_path):
@@ -213,3 +235,23 @@ def test_models_list_reads_per_source_test_results():
     )
     assert _tested({"balanced_accuracy": 0.98}) == "balanced accuracy 0.980 on its test set"
     assert _tested({}) == "no test result"
+
+
+def test_the_result_names_the_domain_and_says_the_ordinary_photo_caveat(tmp_path):
+    """The page's words for a call (ui's headline, summary and table) on a real prediction of an ordinary photo."""
+    models = load_models(Settings(models_dir=make_models_dir(tmp_path / "models", malignancy_threshold=0.3,
+                                                             domains=True), threads=1))  # fmt: skip
+    prediction = Predictor(models.malignancy, models.lesion_type, models.lesion_check).predict(
+        files.save(files.Image.new("RGB", (90, 60), GREEN), tmp_path / "phone.png")
+    )
+    flag = prediction.malignancy_flag
+    words = texts.flag_words(flag.flagged, flag.domain, models.malignancy.config)
+    headline = ui._headline_html(prediction, words)
+    assert '<p class="domain">Ordinary photo</p>' in headline and html.escape(words.headline) in headline
+    assert "The lesion-type model (its malignant types together) gives" in headline
+    assert "caught 9 of 10 cancers" in words.caveat
+    if not flag.flagged:
+        assert "cannot rule anything out" in words.headline
+    summary = ui._summary_html(prediction, words)
+    assert summary.startswith(f"<p><strong>{html.escape(words.headline)}</strong> (Ordinary photo): malignant")
+    assert "| image domain | Ordinary photo |" in ui._per_class_markdown(prediction)

@@ -14,12 +14,13 @@ import pytest
 from skin_demo.postprocess import LESION_CHECK_FAILED_MESSAGE
 from skin_demo.predictor import Predictor
 from skin_demo.settings import Settings, load_models
-from skin_demo.ui import FLAGGED
+from skin_demo.texts import FLAGGED, flag_words
 from tests import image_files as files
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, SHARED_DATA
 from tests.served_app import serve
 from tests.test_app import bundled_models_present
 from tests.tiny_packages import FAILING_LESION_THRESHOLD, PASSING_LESION_THRESHOLD, make_models_dir
+from tests.web_packages import GREEN
 
 pytestmark = pytest.mark.browser
 
@@ -158,6 +159,26 @@ def test_not_a_lesion_shows_the_message_instead_of_donuts(browser, not_lesion_ur
     wait_for_charts(page)
     assert page.locator("#malignancy-chart img").is_visible()
     page.context.close()
+
+
+def test_an_ordinary_photo_shows_its_domain_and_the_caveat_above_the_donuts(browser, tmp_path):
+    with serve(tmp_path / "domains", malignancy_threshold=PASSING_LESION_THRESHOLD, domains=True) as app:
+        page = open_page(browser, app.url, **PHONE)
+        photo = files.save(files.Image.new("RGB", (300, 200), GREEN), tmp_path / "phone.png")
+        upload(page, photo)
+        wait_for_charts(page)
+        models = app.models
+        flag = Predictor(models.malignancy, models.lesion_type, models.lesion_check).predict(photo).malignancy_flag
+        assert flag.domain == "clinical"  # what the tiny three-way check makes of this colour
+        words = flag_words(flag.flagged, flag.domain, models.malignancy.config)
+        assert page.locator("#headline .domain").text_content() == "Ordinary photo"
+        assert page.locator("#headline h2").inner_text() == words.headline
+        caveat = page.locator("#caveat p")
+        assert caveat.inner_text() == words.caveat and "caught 9 of 10 cancers" in words.caveat
+        box, chart = caveat.bounding_box(), page.locator("#malignancy-chart img").bounding_box()
+        assert box["y"] + box["height"] <= chart["y"], "the caveat stands above the donuts"
+        page.screenshot(path=str(tmp_path / "phone_ordinary_photo.png"), full_page=True)
+        page.context.close()
 
 
 def test_a_rejected_file_leaves_a_message_on_the_page(browser, app_url, tmp_path):

@@ -76,6 +76,21 @@ OUT_OF_RANGE = {
                                  "preprocess.color_constancy 'grey_world' is not one of"),
     "colour constancy power 0": ({"preprocess": preprocess_with(color_constancy_power=0)}, (32, 32),
                                  "preprocess.color_constancy_power must be between 1 and 16"),
+    "domain threshold 0": ({"decision_thresholds": {"clinical": 0}}, (32, 32),
+                           "decision_thresholds.clinical must be strictly between 0 and 1, got 0"),
+    "domain threshold 1": ({"decision_thresholds": {"clinical": 1.0}}, (32, 32),
+                           "decision_thresholds.clinical must be strictly between 0 and 1, got 1.0"),
+    "domain threshold -0.2": ({"decision_thresholds": {"dermoscopy": -0.2}}, (32, 32),
+                              "decision_thresholds.dermoscopy must be strictly between 0 and 1"),
+    "unknown domain": ({"decision_thresholds": {"clinical": 0.4, "phone": 0.3}}, (32, 32),
+                       "decision_thresholds has unknown domains ['phone']; the domains are ['dermoscopy', 'clinical']"),
+    "unknown domain of a score": ({"decision_scores": {"not_lesion": "binary_head"}}, (32, 32),
+                                  "decision_scores has unknown domains ['not_lesion']"),
+    "unknown score": ({"decision_scores": {"clinical": "ensemble"}}, (32, 32),
+                      "decision_scores.clinical 'ensemble' is not one of ('binary_head', 'lesion_type_sum')"),
+    "dermoscopy threshold twice, different": ({"decision_threshold": 0.3, "decision_thresholds": {"dermoscopy": 0.4}},
+                                              (32, 32), "decision_thresholds.dermoscopy (0.4) differs from "
+                                                        "decision_threshold (0.3)"),
 }  # fmt: skip
 
 
@@ -106,6 +121,17 @@ WRONG_TYPES = {
     "metrics as a list": ({"metrics": [0.5]}, "metrics must be a JSON object"),
     "format_version as a string": ({"format_version": "1"}, "unknown format_version '1'"),
     "no task": ({"task": None}, "task must be a string, got null"),
+    "domain thresholds as a list": ({"decision_thresholds": [0.3, 0.4]},
+                                    "decision_thresholds must be a JSON object, got a list"),
+    "domain thresholds as null": ({"decision_thresholds": None}, "decision_thresholds must be a JSON object, got null"),
+    "domain threshold as a string": ({"decision_thresholds": {"clinical": "0.4"}},
+                                     "decision_thresholds.clinical must be a number, got a string"),
+    "domain threshold as a boolean": ({"decision_thresholds": {"clinical": True}},
+                                      "decision_thresholds.clinical must be a number, got a boolean"),
+    "score as a number": ({"decision_scores": {"clinical": 1}},
+                          "decision_scores.clinical must be a string, got a number"),
+    "scores as a string": ({"decision_scores": "lesion_type_sum"},
+                           "decision_scores must be a JSON object, got a string"),
 }  # fmt: skip
 
 
@@ -148,6 +174,30 @@ def test_onnx_runtimes_whole_reason_is_kept(tmp_path):
     assert len(message) > 300
 
 
+def test_per_domain_decisions_load_and_older_packages_get_none(tmp_path):
+    overrides = {"decision_threshold": 0.3, "decision_thresholds": {"dermoscopy": 0.3, "clinical": 0.45},
+                 "decision_scores": {"clinical": "lesion_type_sum"}}  # fmt: skip
+    config = ModelPack.load(make_package(tmp_path / "new", config_overrides=overrides), threads=1).config
+    assert config.decision_thresholds == {"dermoscopy": 0.3, "clinical": 0.45}
+    assert config.decision_scores == {"clinical": "lesion_type_sum"}
+    assert PackageConfig.from_json(config.to_json()) == config
+    older = ModelPack.load(make_package(tmp_path / "old", config_overrides={"decision_threshold": 0.3}), threads=1)
+    assert older.config.decision_thresholds == {} and older.config.decision_scores == {}
+
+
+def test_per_domain_decisions_built_in_code_are_checked_too():
+    """Training builds PackageConfig in Python: the same checks apply without JSON."""
+    config = PackageConfig.from_dict(tiny_config("malignancy", ("benign", "malignant"), ("malignant",)))
+    with pytest.raises(ConfigError, match="decision_thresholds.clinical must be strictly between 0 and 1"):
+        PackageConfig(**{**config.__dict__, "decision_thresholds": {"clinical": 1.5}})
+    with pytest.raises(ConfigError, match="decision_thresholds.clinical must be strictly between 0 and 1"):
+        PackageConfig(**{**config.__dict__, "decision_thresholds": {"clinical": "0.4"}})
+    with pytest.raises(ConfigError, match=r"decision_scores.clinical 'ensemble' is not one of"):
+        PackageConfig(**{**config.__dict__, "decision_scores": {"clinical": "ensemble"}})
+    with pytest.raises(ConfigError, match="unknown domains"):
+        PackageConfig(**{**config.__dict__, "decision_scores": {"phone": "binary_head"}})
+
+
 def test_config_round_trips_and_refuses_to_write_nan():
     config = PackageConfig.from_dict(tiny_config("malignancy", ("benign", "malignant"), ("malignant",),
                                                  decision_threshold=0.22))  # fmt: skip
@@ -163,7 +213,8 @@ json_values = st.recursive(
     max_leaves=12,
 )
 FIELDS = [("format_version",), ("task",), ("labels",), ("malignant_labels",), ("architecture",), ("temperature",),
-          ("decision_threshold",), ("extra_outputs",), ("metrics",), ("provenance",), ("preprocess",),
+          ("decision_threshold",), ("decision_thresholds",), ("decision_scores",), ("extra_outputs",), ("metrics",),
+          ("provenance",), ("preprocess",),
           ("preprocess", "size"), ("preprocess", "resize"), ("preprocess", "crop_pct"), ("preprocess", "interpolation"),
           ("preprocess", "mean"), ("preprocess", "std"), ("preprocess", "color_constancy"),
           ("preprocess", "color_constancy_power")]  # fmt: skip

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,21 +27,20 @@ import yaml
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from skin_demo import imaging, postprocess, ui
-from skin_demo.config import PreprocessConfig
+from skin_demo import imaging, postprocess, texts, ui
+from skin_demo.config import PackageConfig, PreprocessConfig
 from skin_demo.settings import Settings, load_models
 from skin_demo.web.build import main as build_main
 from tests import image_files as files
 from tests.conftest import REPO_ROOT, SHARED_DATA
-from tests.web_packages import make_lesion_check_package, make_three_packages
+from tests.tiny_packages import PER_DOMAIN_METRICS, make_package, per_domain_overrides
+from tests.web_packages import DARK, GREEN, SKIN, make_lesion_check_package, make_three_packages
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 120_000  # generous: CI's two cores are shared with everything else
 TOLERANCE = 1e-3
 TASKS = ("malignancy", "lesion_type", "lesion_check")
-SKIN = (217, 165, 143)  # the tiny lesion check passes this colour ...
-DARK = (20, 20, 20)  # ... and rejects this one (checked against /predict in the tests that use them)
 
 
 # -- fixtures --------------------------------------------------------------------------------------------------
@@ -71,16 +72,23 @@ class App:
         self.demo.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("on_device_app")
+@contextmanager
+def launched(root: Path, models_dir: Path) -> Iterator[App]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio_tmp"))
-        app = App(root, make_three_packages(root / "models"))
+        app = App(root, models_dir)
         try:
             yield app
         finally:
             app.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_app(tmp_path_factory):
+    """The three-way lesion check (SKIN dermoscopy, GREEN clinical, DARK not a lesion) and per-domain calls."""
+    root = tmp_path_factory.mktemp("on_device_app")
+    with launched(root, make_three_packages(root / "models")) as app:
+        yield app
 
 
 def open_page(browser, url: str, **context_kwargs):
@@ -138,14 +146,33 @@ def assert_same_result(on_device: dict, server: dict) -> None:
     assert flag["threshold"] == pytest.approx(expected["threshold"], abs=1e-12)
     if abs(server["malignancy_probability"] - expected["threshold"]) > TOLERANCE:
         assert flag["flagged"] == expected["flagged"]
+    assert flag["score_from"] == expected["score_from"]
     check, expected = on_device["lesion_check"], server["lesion_check"]
     assert abs(check["score"] - expected["score"]) <= TOLERANCE
     assert check["threshold"] == pytest.approx(expected["threshold"], abs=1e-12)
-    if abs(expected["score"] - expected["threshold"]) > TOLERANCE:
+    domain, expected_domain = on_device["image_domain"], server["image_domain"]
+    assert list(domain["probabilities"]) == list(expected_domain["probabilities"])
+    for label, p in expected_domain["probabilities"].items():
+        assert abs(domain["probabilities"][label] - p) <= TOLERANCE, (label, domain["probabilities"][label], p)
+    if abs(expected["score"] - expected["threshold"]) > TOLERANCE and _margin(expected_domain) > TOLERANCE:
         assert (check["passed"], check["message"]) == (expected["passed"], expected["message"])
+        assert domain["label"] == expected_domain["label"]
+        assert on_device["malignancy_flag"]["domain"] == server["malignancy_flag"]["domain"]
     for mine, theirs in zip(on_device["lesion_type_top"], server["lesion_type_top"], strict=True):
         assert abs(mine["probability"] - theirs["probability"]) <= TOLERANCE
     assert on_device["disclaimer"] == server["disclaimer"]
+
+
+def expected_words(app: App, result: dict) -> texts.FlagWords:
+    """What the pages should say about /predict's call in `result`."""
+    flag = result["malignancy_flag"]
+    return texts.flag_words(flag["flagged"], flag["domain"], app.models.malignancy.config)
+
+
+def _margin(domain: dict) -> float:
+    """How far the image is from a tie between dermoscopy and clinical (where page and server may differ)."""
+    p = domain["probabilities"]
+    return abs(p.get("dermoscopy", 0.0) - p.get("clinical", 0.0)) if "clinical" in p else 1.0
 
 
 def solid(path: Path, colour: tuple[int, int, int], size=(90, 60)) -> Path:
@@ -159,14 +186,103 @@ def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
         files.save(files.lesion_photo(200, 150, seed=2), tmp_path / "small.png", format="PNG"),
         files.save(files.lesion_photo(33, 300, seed=3), tmp_path / "strip.png", format="PNG"),  # upscaled
         solid(tmp_path / "skin.png", SKIN),
+        solid(tmp_path / "green.png", GREEN),
         solid(tmp_path / "dark.png", DARK),
     ]
-    checks = []
+    domains = []
     for path in images:
         server = tiny_app.predict(path)
-        assert_same_result(analyse(page, path), server)
-        checks.append(server["lesion_check"]["passed"])
-    assert checks[-2:] == [True, False], "the colours must exercise both outcomes of the lesion check"
+        on_device = analyse(page, path)
+        assert_same_result(on_device, server)
+        assert on_device["image_domain"]["label"] == server["image_domain"]["label"]
+        domains.append(server["image_domain"]["label"])
+    assert domains[-3:] == ["dermoscopy", "clinical", "not_lesion"], "the colours must exercise every domain"
+
+
+def test_the_older_two_label_check_gives_the_same_answers_on_the_page(browser, tmp_path_factory, tmp_path):
+    """Packages made before the image domains (a lesion / not_lesion check, one malignancy threshold)."""
+    root = tmp_path_factory.mktemp("older_check_app")
+    with launched(root, make_three_packages(root / "models", domains=False)) as app:
+        page = open_page(browser, app.page_url)
+        labels = []
+        for path in (solid(tmp_path / "skin.png", SKIN), solid(tmp_path / "dark.png", DARK),
+                     files.jpeg(tmp_path / "photo.jpg", 640, 480, seed=1)):  # fmt: skip
+            server = app.predict(path)
+            assert_same_result(analyse(page, path), server)
+            assert list(server["image_domain"]["probabilities"]) == ["dermoscopy", "not_lesion"]
+            assert server["malignancy_flag"]["domain"] == "dermoscopy"  # the only domain that check knew
+            labels.append(server["image_domain"]["label"])
+        assert labels[:2] == ["dermoscopy", "not_lesion"]
+        page.context.close()
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def test_the_pages_rule_is_postprocess_on_any_numbers(page, tmp_path):
+    """engine.js's twin of skin_demo.postprocess, called directly on the cases images rarely hit: exactly at a
+    threshold, dermoscopy and clinical tied, a rejected image that looks more clinical, every form of package."""
+    rng = np.random.default_rng(0)
+    f32 = lambda values: [float(np.float32(v)) for v in values]  # noqa: E731 (what a model's softmax gives)
+    checks = [_config(make_lesion_check_package(tmp_path / "check", 0.5)),
+              _config(make_lesion_check_package(tmp_path / "older", 0.5, domains=False))]  # fmt: skip
+    check_cases = [{"dermoscopy": d, "clinical": c, "not_lesion": 1 - d - c}
+                   for d, c in [(0.25, 0.25), (0.3, 0.15), (0.05, 0.4), (0.3, 0.3), (0.6, 0.1), (0.0, 0.0)]]
+    check_cases += [dict(zip(("dermoscopy", "clinical", "not_lesion"), f32(p))) for p in rng.dirichlet([1, 1, 1], 20)]
+    older_cases = [{"lesion": p, "not_lesion": 1 - p} for p in (0.5, 0.49999, 0.7, 0.0, 1.0, *f32(rng.random(10)))]
+    calls = [(checks[0], probabilities) for probabilities in check_cases] + [(checks[1], p) for p in older_cases]
+    on_device = page.evaluate(
+        """async (calls) => {
+          const engine = await import(new URL("engine.js", location.href).href);
+          const m = await (await fetch("manifest.json")).json();
+          return calls.map(([config, probabilities]) => {
+            const { domain, check } = engine.checkImage(m, probabilities, config);
+            return { domain, check, decision: engine.decisionDomain(m, domain) };
+          });
+        }""",
+        calls,
+    )
+    for (raw, probabilities), mine in zip(calls, on_device, strict=True):
+        config = PackageConfig.from_dict(raw)
+        domain = postprocess.image_domain(probabilities, config)
+        expected = {"domain": domain.to_json(), "check": postprocess.lesion_check(probabilities, config).to_json(),
+                    "decision": postprocess.decision_domain(domain)}  # fmt: skip
+        assert mine == expected, probabilities
+
+    lesion_type = _config(make_package(tmp_path / "lesion_type", "lesion_type"))
+    malignancy = [
+        _config(make_package(tmp_path / "per_domain", "malignancy", config_overrides=per_domain_overrides(0.3))),
+        _config(make_package(tmp_path / "binary", "malignancy", config_overrides=per_domain_overrides(
+            None, 0.2, clinical_score="binary_head", per_domain={"clinical": PER_DOMAIN_METRICS["clinical"]}))),
+        _config(make_package(tmp_path / "one", "malignancy", config_overrides={"decision_threshold": 0.3})),
+        _config(make_package(tmp_path / "none", "malignancy")),
+    ]  # fmt: skip
+    scores = [[0.7, 0.3], [0.55, 0.45], [0.5, 0.5], *(f32(p) for p in rng.dirichlet([1, 1], 8))]
+    types = [f32(p) for p in rng.dirichlet(np.ones(7), len(scores))]
+    cases = [(config, domain, dict(zip(("benign", "malignant"), s)), dict(zip(lesion_type["labels"], t)))
+             for config in malignancy for domain in ("dermoscopy", "clinical")
+             for s, t in zip(scores, types, strict=True)]  # fmt: skip
+    on_device = page.evaluate(
+        """async ([cases, lesionType]) => {
+          const engine = await import(new URL("engine.js", location.href).href);
+          const m = await (await fetch("manifest.json")).json();
+          return cases.map(([config, domain, malignancy, types]) => engine.malignancyCall(m, domain, {
+            malignancy: { config, probabilities: malignancy },
+            lesion_type: { config: lesionType, probabilities: types },
+          }));
+        }""",
+        [cases, lesion_type],
+    )
+    type_config = PackageConfig.from_dict(lesion_type)
+    flagged = set()
+    for (raw, domain, probs, types_probs), mine in zip(cases, on_device, strict=True):
+        config = PackageConfig.from_dict(raw)
+        score = postprocess.malignancy_score(domain, probs, config, types_probs, type_config)
+        flag = postprocess.malignancy_flag(score, config, domain)
+        assert mine == {"score": score, "flag": flag.to_json()}, (raw.get("decision_thresholds"), domain, probs)
+        flagged.add(flag.flagged)
+    assert flagged == {True, False}
 
 
 @pytest.mark.parametrize(
@@ -241,13 +357,15 @@ def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(b
     assert page.locator("#disclaimer").is_visible()
     pick = page.locator("label[for=camera]").bounding_box()
     assert pick["y"] + pick["height"] <= 844, "the photo button must be on the first screen"
-    assert page.locator("#disclaimer").inner_text().startswith("⚠️ " + ui.DISCLAIMER_SHORT)
+    assert page.locator("#disclaimer").inner_text().startswith("⚠️ " + texts.DISCLAIMER_SHORT)
     page.locator("#camera").set_input_files(str(photo))
     page.wait_for_selector("#charts svg >> nth=1")
     expected = tiny_app.predict(photo)
-    assert expected["lesion_check"]["passed"]
-    words = ui.FLAGGED if expected["malignancy_flag"]["flagged"] else ui.NOT_FLAGGED
-    assert page.locator("#headline").inner_text().startswith(words)
+    assert expected["lesion_check"]["passed"] and expected["image_domain"]["label"] == "dermoscopy"
+    words = expected_words(tiny_app, expected)
+    assert words.headline in (texts.FLAGGED, texts.NOT_FLAGGED)  # dermoscopy: the page's usual words
+    assert page.locator("#headline").inner_text().startswith(words.headline)
+    assert page.locator("#domain").text_content() == "Dermoscopy image" and page.locator("#caveat").is_hidden()
     assert page.locator("#show-anyway").is_hidden() and page.locator("#message").is_hidden()
     headline = page.locator("#headline").bounding_box()
     assert 0 <= headline["y"] and headline["y"] + headline["height"] <= 844, "the result must scroll into view"
@@ -256,15 +374,25 @@ def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(b
     assert second["y"] >= first["y"] + first["height"] - 1 and first["width"] > 300, "stacked, full width"
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
 
+    green = solid(tmp_path / "green.png", GREEN)  # an ordinary photo for the tiny check
+    page.locator("#file").set_input_files(str(green))
+    page.wait_for_function("() => document.querySelector('#domain').textContent === 'Ordinary photo'")
+    words = expected_words(tiny_app, tiny_app.predict(green))
+    assert page.locator("#headline").inner_text().startswith(words.headline)
+    assert page.locator("#caveat").inner_text() == words.caveat and "caught 9 of 10 cancers" in words.caveat
+    caveat, chart = page.locator("#caveat").bounding_box(), page.locator("#charts svg").first.bounding_box()
+    assert caveat["y"] + caveat["height"] <= chart["y"], "the caveat stands above the donuts"
+    page.screenshot(path=str(tmp_path / "phone-ordinary-photo.png"), full_page=True)
+
     dark = solid(tmp_path / "dark.png", DARK)
     page.locator("#file").set_input_files(str(dark))
     page.wait_for_function("() => !document.querySelector('#message').hidden")
     assert page.locator("#message").inner_text() == postprocess.LESION_CHECK_FAILED_MESSAGE
     assert page.locator("#charts svg").count() == 0
+    assert page.locator("#domain").text_content() == "Not a skin-lesion close-up"
     page.locator("#show-anyway").click()
     assert page.locator("#charts svg").count() == 2
-    assert tiny_app.predict(dark)["malignancy_flag"]["flagged"]
-    assert page.locator("#headline").inner_text().startswith(ui.FLAGGED)
+    assert page.locator("#headline").inner_text().startswith(expected_words(tiny_app, tiny_app.predict(dark)).headline)
     page.screenshot(path=str(tmp_path / "phone-rejected.png"), full_page=True)
 
     origin = urlsplit(tiny_app.url).netloc
@@ -405,6 +533,16 @@ def real_test_images(ham10000_dir: Path) -> list[Path]:
     return paths
 
 
+def clinical_test_images(count: int = 10) -> list[Path]:
+    """`count` ordinary (clinical) photos of the clinical test split, spread over both sources; [] where absent."""
+    clinical = SHARED_DATA / "clinical"
+    if not (clinical / "labels.csv").is_file():
+        return []
+    with (clinical / "labels.csv").open() as f:
+        ids = [r["image_id"] for r in csv.DictReader(f) if r["split"] == "test"]
+    return [next((clinical / "images").glob(f"{i}.*")) for i in ids[:: max(1, len(ids) // count)][:count]]
+
+
 def largest_difference(on_device: dict, server: dict) -> float:
     return max(abs(on_device[t][k] - server[t][k]) for t in ("malignancy", "lesion_type") for k in server[t])
 
@@ -413,11 +551,15 @@ def largest_difference(on_device: dict, server: dict) -> float:
 def test_real_dermoscopy_images_match_predict(browser, real_app, ham10000_dir, tmp_path):
     page = open_page(browser, real_app.page_url)
     largest = 0.0
-    for path in real_test_images(ham10000_dir):
+    images = real_test_images(ham10000_dir) + clinical_test_images()  # dermoscopy, then ordinary photos
+    domains = set()
+    for path in images:
         on_device, server = analyse(page, path), real_app.predict(path)
         assert_same_result(on_device, server)
         largest = max(largest, largest_difference(on_device, server))
-    print(f"largest probability difference page vs /predict over 20 images: {largest:.2e}")
+        domains.add(server["image_domain"]["label"])
+    print(f"largest probability difference page vs /predict over {len(images)} images: {largest:.2e}; "
+          f"image domains {sorted(domains)}")
     # A phone-sized JPEG: the server decodes it at reduced scale (libjpeg), the page box-averages a full decode;
     # close, not within TOLERANCE (about 1e-2 at most, measured on ten such images).
     for path in real_test_images(ham10000_dir)[:2]:

@@ -6,14 +6,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from skin_demo import postprocess, texts
 from skin_demo.modelpack import ModelPack
 from skin_demo.settings import LoadedModels
 from skin_demo.web.server import mount_on_device
 from skin_demo.web.site import RUNTIME_WASM, wasm_size
 from tests.web_packages import make_three_packages
 
-TEXTS = {"disclaimer": "Not a diagnosis.", "disclaimer_short": "Not a diagnosis.", "flagged": "Above",
-         "not_flagged": "Below"}  # fmt: skip
+TEXTS = {"disclaimer": "Not a diagnosis.", "disclaimer_short": "Not a diagnosis."}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_manifest_lists_the_packages_in_use_with_the_apps_texts_and_notices(clie
     for task, entry in manifest["models"].items():
         body = http.get("/on-device/" + entry["url"]).content
         assert body == (packs[task].path / "model.onnx").read_bytes() and len(body) == entry["bytes"]
-    assert manifest["messages"]["flagged"] == "Above" and manifest["messages"]["disclaimer"] == "Not a diagnosis."
+    assert manifest["messages"]["disclaimer"] == "Not a diagnosis."
     assert manifest["notices"] == {"lesion_type": "The lesion-type model from the Hub is not in use."}
     assert manifest["runtime"]["wasm"]["bytes"] == wasm_size()
 
@@ -73,3 +73,16 @@ def test_unknown_models_and_stale_hashes_are_not_served(client):
     stale = entry["url"].replace(entry["sha256"][:16], "0" * 16)
     assert http.get("/on-device/" + stale).status_code == 404
     assert http.get("/on-device/models/other/" + entry["sha256"][:16] + "/model.onnx").status_code == 404
+
+
+def test_manifest_carries_the_rules_names_and_the_words_the_server_writes(client):
+    """The page holds no thresholds and no words of its own: the words for each domain's call are written here from
+    the malignancy package in use (its measured figures), the lesion-check messages from postprocess."""
+    http, packs = client
+    manifest = http.get("/on-device/manifest.json").json()
+    assert manifest["flag_words"] == texts.all_flag_words(packs["malignancy"].config)
+    assert "caught 9 of 10 cancers" in manifest["flag_words"]["clinical"]["not_flagged"]["caveat"]
+    assert manifest["lesion_check_messages"] == postprocess.LESION_CHECK_MESSAGES
+    assert manifest["domains"] == ["dermoscopy", "clinical"] and manifest["not_lesion_label"] == "not_lesion"
+    assert manifest["score_tasks"] == {"binary_head": "malignancy", "lesion_type_sum": "lesion_type"}
+    assert manifest["names"]["clinical"] == "Ordinary photo"

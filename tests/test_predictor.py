@@ -21,11 +21,13 @@ from skin_demo.predictor import Prediction, Predictor, RankedLabel
 from skin_demo.taxonomy import BENIGN_COLOUR, LESION_COLOURS, MALIGNANT_COLOUR, OTHER_COLOUR
 from tests import image_files as files
 from tests.tiny_packages import (
+    CLINICAL_THRESHOLD,
     FAILING_LESION_THRESHOLD,
     LESION_CHECK_TEMPERATURE,
     PASSING_LESION_THRESHOLD,
     make_package,
 )
+from tests.web_packages import DARK, GREEN, SKIN, make_three_packages
 
 
 @pytest.fixture
@@ -123,6 +125,8 @@ def test_malignancy_flag_uses_the_package_threshold(tmp_path, packs):
         assert prediction.malignancy_probability == pytest.approx(p)
         assert prediction.malignancy_flag == MalignancyFlag(p >= threshold, threshold)
     assert unset.lesion_check is None and unset.to_json()["lesion_check"] is None
+    assert unset.image_domain is None and unset.to_json()["image_domain"] is None
+    assert unset.malignancy_flag.domain == "dermoscopy"  # without a check: called as the models were validated
 
 
 @pytest.mark.parametrize("threshold, passed", [(PASSING_LESION_THRESHOLD, True), (FAILING_LESION_THRESHOLD, False)])
@@ -139,6 +143,36 @@ def test_lesion_check_runs_the_third_package(tmp_path, packs, threshold, passed)
     )  # fmt: skip
     assert prediction.to_json()["lesion_check"]["passed"] is passed
     assert sum(prediction.lesion_type.values()) == pytest.approx(1.0, abs=1e-5)  # the models ran either way
+
+
+@pytest.mark.parametrize(
+    "colour, domain, decided_for",
+    [(SKIN, "dermoscopy", "dermoscopy"), (GREEN, "clinical", "clinical"), (DARK, "not_lesion", None)],
+)
+def test_the_call_is_made_for_the_image_domain_the_check_finds(tmp_path, colour, domain, decided_for):
+    root = make_three_packages(tmp_path / "models")  # three-way check; clinical photos on the lesion-type sum
+    packs = [ModelPack.load(root / task, threads=1) for task in ("malignancy", "lesion_type", "lesion_check")]
+    photo = files.save(files.Image.new("RGB", (90, 60), colour), tmp_path / "p.png")
+    prediction = Predictor(*packs).predict(photo)
+    check_probabilities = dict(zip(packs[2].config.labels, expected_probabilities(packs[2], photo), strict=True))
+    assert prediction.image_domain.label == domain
+    assert prediction.image_domain.probabilities == pytest.approx(check_probabilities, abs=1e-6)
+    assert prediction.lesion_check.passed is (domain != "not_lesion")
+    flag = prediction.malignancy_flag
+    if decided_for is None:  # not a lesion: the numbers are still there, called for the likelier domain
+        probabilities = prediction.image_domain.probabilities
+        decided_for = "dermoscopy" if probabilities["dermoscopy"] >= probabilities["clinical"] else "clinical"
+    assert flag.domain == decided_for
+    if decided_for == "clinical":
+        assert prediction.malignancy_probability == prediction.lesion_type_malignant_probability
+        assert (flag.threshold, flag.score_from) == (CLINICAL_THRESHOLD, "lesion_type_sum")
+    else:
+        assert prediction.malignancy_probability == pytest.approx(prediction.malignancy["malignant"])
+        assert (flag.threshold, flag.score_from) == (0.3, "binary_head")
+    assert flag.flagged is (prediction.malignancy_probability >= flag.threshold)
+    result = prediction.to_json()
+    assert result["image_domain"] == {"label": domain, "probabilities": prediction.image_domain.probabilities}
+    assert result["malignancy_flag"]["domain"] == decided_for
 
 
 # -- charts ------------------------------------------------------------------------------------------------

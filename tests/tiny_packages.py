@@ -25,11 +25,37 @@ IR_VERSION = 8  # readable by every ONNX Runtime this project supports
 
 _UNSET: Any = object()
 TASK_LABELS = {"malignancy": MALIGNANCY_LABELS, "lesion_type": LESION_CODES, "lesion_check": ("lesion", "not_lesion")}
+# The lesion check that tells the image domains apart (the older one above knows only "lesion").
+DOMAIN_CHECK_LABELS = ("dermoscopy", "clinical", "not_lesion")
 # The tiny lesion check runs at the highest temperature a package may have, so its P(lesion) stays within
 # about 0.35-0.65 for any image: these thresholds pass, or fail, every image.
 LESION_CHECK_TEMPERATURE = 20.0
 PASSING_LESION_THRESHOLD = 0.2
 FAILING_LESION_THRESHOLD = 0.8
+
+
+# A malignancy package's held-out figures per domain, as training records them (metrics.per_domain).
+PER_DOMAIN_METRICS = {
+    "dermoscopy": {"sensitivity": 0.95, "specificity": 0.6, "roc_auc": 0.9, "n_malignant": 40, "n_benign": 160,
+                   "split": "tests:synthetic"},
+    "clinical": {"sensitivity": 0.87, "specificity": 0.31, "roc_auc": 0.66, "n_malignant": 80, "n_benign": 40,
+                 "split": "tests:synthetic"},
+}  # fmt: skip
+CLINICAL_THRESHOLD = 0.45
+
+
+def per_domain_overrides(dermoscopy: float | None, clinical: float = CLINICAL_THRESHOLD, *,
+                         clinical_score: str = "lesion_type_sum", per_domain: dict | None = PER_DOMAIN_METRICS) -> dict:
+    """Config overrides for a malignancy package with a decision per image domain: `decision_thresholds` (dermoscopy
+    too unless None, then also as `decision_threshold`), `decision_scores` (clinical on `clinical_score`) and the
+    test figures per domain in `metrics.per_domain` (None: none recorded)."""
+    thresholds = {"clinical": clinical} if dermoscopy is None else {"dermoscopy": dermoscopy, "clinical": clinical}
+    metrics = {"split": "tests:synthetic", "balanced_accuracy": 0.5, "accuracy": 0.5}
+    if per_domain is not None:
+        metrics["per_domain"] = per_domain
+    scores = {"dermoscopy": "binary_head", "clinical": clinical_score}
+    return {"decision_threshold": dermoscopy, "decision_thresholds": thresholds, "decision_scores": scores,
+            "metrics": metrics}  # fmt: skip
 
 
 def tiny_config(
@@ -172,7 +198,8 @@ def make_package(
     """Write a tiny model package (model.onnx, config.json, README.md) into `folder` and return the folder.
 
     Defaults give a valid package for `task` with the HAM10000 labels (lesion_type), benign/malignant
-    (malignancy) or lesion/not_lesion (lesion_check). Breakage for tests:
+    (malignancy) or lesion/not_lesion (lesion_check; pass labels=DOMAIN_CHECK_LABELS for the check that tells
+    dermoscopy from ordinary photos). Breakage for tests:
       config_json: what to write as config.json instead (dict, or str written verbatim, or None for no file);
       truncate: keep only this many bytes of model.onnx;
       model_kwargs: passed to make_model (metadata=..., input_name=..., input_shape=..., num_outputs=...,
@@ -209,6 +236,7 @@ def make_models_dir(
     *,
     lesion_threshold: float = PASSING_LESION_THRESHOLD,
     malignancy_threshold: float | None = None,
+    domains: bool = False,
 ) -> Path:
     """A models/ folder with the three tiny packages the app expects: `malignancy`, `lesion_type`, `lesion_check`.
 
@@ -217,15 +245,21 @@ def make_models_dir(
     malignancy_threshold: the malignancy package's decision_threshold (None: the package records none, 0.5 applies).
       When set, the package also runs at LESION_CHECK_TEMPERATURE, so that P(malignant) too stays near 0.5 and a
       threshold of PASSING_LESION_THRESHOLD flags every image.
+    domains: the lesion check tells the image domains apart (DOMAIN_CHECK_LABELS; at LESION_CHECK_TEMPERATURE its
+      P(dermoscopy) + P(clinical) stays within about 0.55-0.8, so the thresholds above pass or fail every image), and
+      the malignancy package decides per domain (per_domain_overrides: clinical photos on the lesion-type sum).
     """
     root = Path(root)
-    malignancy = {}
+    malignancy: dict[str, Any] = {}
     if malignancy_threshold is not None:
         malignancy = {"decision_threshold": malignancy_threshold, "temperature": LESION_CHECK_TEMPERATURE}
+    if domains:
+        malignancy.update(per_domain_overrides(malignancy_threshold))
     make_package(root / "malignancy", "malignancy", size=size, config_overrides=malignancy)
     make_package(root / "lesion_type", "lesion_type", size=size)
     check = {"decision_threshold": lesion_threshold, "temperature": LESION_CHECK_TEMPERATURE}
-    make_package(root / "lesion_check", "lesion_check", size=size, config_overrides=check)
+    labels = DOMAIN_CHECK_LABELS if domains else None
+    make_package(root / "lesion_check", "lesion_check", labels=labels, size=size, config_overrides=check)
     return root
 
 

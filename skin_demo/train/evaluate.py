@@ -1,15 +1,17 @@
 """Evaluate an exported model package on the held-out split of every data source, the way the app runs it.
 
 `python -m skin_demo.train evaluate models/<task> --ham ../shared/data/ham10000 --split models/ham10000_split.csv
-    --isic2017 ../shared/data/isic2017`
+    --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical [--lesion-type models/lesion_type]`
 
 The numbers come from the package's ONNX file through `ModelPack` (ONNX Runtime), with images read by
 `imaging.load_image` and `imaging.preprocess` driven by the package's own config, and the malignancy call made by
-`skin_demo.postprocess` at the package's decision threshold: the exact serving path, not the training framework.
-Each source is measured on its own test split (HAM10000: the committed lesion-grouped split; ISIC 2017: the
-challenge's test split, from `sources.isic2017_table`) and reported side by side: in `<package>/eval/`
-(metrics.json, EVAL.md, per-source plots), in the package config's `metrics` (config.json and the copy inside
-model.onnx) and in the regenerated model card. The side-by-side table is printed too.
+`skin_demo.postprocess` for each source's image domain (dermoscopy or clinical): on the score and at the threshold
+the package's `decision_scores` / `decision_thresholds` name for that domain (the lesion-type sum needs
+`--lesion-type`): the exact serving path, not the training framework. Each source is measured on its own test
+split (HAM10000: the committed lesion-grouped split; ISIC 2017: the challenge's test split; clinical photos: their
+grouped split) and reported side by side: in `<package>/eval/` (metrics.json, EVAL.md, per-source plots), in the
+package config's `metrics` (config.json and the copy inside model.onnx; for malignancy also `per_domain`, the
+figures the page quotes) and in the regenerated model card. The side-by-side table is printed too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import onnxruntime as ort
 from skin_demo.config import PackageConfig, PreprocessConfig
 from skin_demo.imaging import ImageError, load_image, preprocess
 from skin_demo.modelpack import ModelPack, PackageError
-from skin_demo.postprocess import decision_threshold, malignancy_flag, positive_probability
+from skin_demo.postprocess import malignancy_flag, malignancy_score
 from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
 from skin_demo.train.data import IGNORE_LABEL, DataError, Sample, label_index, task_labels
@@ -43,7 +45,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # closing note say plainly which are missed.
 TARGETS = {
     "lesion_type": {"ham10000": {"balanced_accuracy": 0.80, "accuracy": 0.87}, "isic2017": {"balanced_accuracy": 0.70}},
-    "malignancy": {"ham10000": {"roc_auc": 0.95, "sensitivity": 0.90}, "isic2017": {"roc_auc": 0.85}},
+    "malignancy": {"ham10000": {"roc_auc": 0.95, "sensitivity": 0.90}, "isic2017": {"roc_auc": 0.85},
+                   "clinical": {"sensitivity": 0.85}},
 }
 
 
@@ -64,12 +67,14 @@ def held_out_sets(
     ham: Path,
     ham_split: Path,
     isic2017: Path | None = None,
+    clinical: Path | None = None,
     *,
     subset: str = "test",
     limit: int | None = None,
     seed: int = 0,
 ) -> list[HeldOutSet]:
-    """The `subset` images of HAM10000 (split by `ham_split`) and, when given, of ISIC 2017 (the challenge split).
+    """The `subset` images of HAM10000 (split by `ham_split`) and, when given, of ISIC 2017 (the challenge split) and
+    of the clinical photos (their grouped split).
 
     `limit` keeps a seeded random `limit` images of each source (a quick check). Raises DataError for data that
     do not match their label files, EvaluationError when a source has no images in `subset`.
@@ -77,6 +82,8 @@ def held_out_sets(
     tables = [("ham10000", sources.ham10000_table(ham, ham_split), split_name(ham_split, subset))]
     if isic2017 is not None:
         tables.append(("isic2017", sources.isic2017_table(isic2017), f"{Path(isic2017).name}/labels.csv:{subset}"))
+    if clinical is not None:
+        tables.append(("clinical", sources.clinical_table(clinical), f"{Path(clinical).name}/labels.csv:{subset}"))
     sets = []
     for source, table, name in tables:
         chosen = sorted(sources.samples(table, subset), key=lambda s: s.image_id)
@@ -98,12 +105,14 @@ def evaluate_package(
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     pack: ModelPack | None = None,
+    lesion_type: ModelPack | None = None,
 ) -> Evaluation:
     """Run the package in `package_dir` over each held-out set and measure it: one `EvalReport` per source.
 
     Samples without a label for the package's task are skipped and counted in the report's
-    `extra["skipped_unlabelled"]`. `pack` reuses an already loaded package. Raises PackageError for a broken
-    package, EvaluationError when the samples do not fit it, ImageError for an unreadable image.
+    `extra["skipped_unlabelled"]`. `pack` reuses an already loaded package; `lesion_type` is the lesion-type
+    package a malignancy package's decision may be made on. Raises PackageError for a broken package,
+    EvaluationError when the samples do not fit it, ImageError for an unreadable image.
     """
     package_dir = Path(package_dir)
     pack = pack or ModelPack.load(package_dir, threads=threads)
@@ -113,7 +122,12 @@ def evaluate_package(
     for held_out in sets:
         labelled, targets = label_samples(held_out.samples, config)
         (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size)
-        report = report_for(config, targets, probs, split=held_out.split)
+        lesion_probs = None
+        if lesion_type is not None and config.task == "malignancy":
+            (lesion_probs,), _ = predict_samples([lesion_type], labelled, batch_size=batch_size)
+        domain = sources.DOMAIN_OF_SOURCE.get(held_out.source, "dermoscopy")
+        report = report_for(config, targets, probs, split=held_out.split, domain=domain,
+                            lesion_probs=lesion_probs, lesion_config=lesion_type.config if lesion_type else None)
         reports[held_out.source] = dataclasses.replace(report, extra={
             "skipped_unlabelled": len(held_out.samples) - len(labelled),
             "inference_ms_per_image": round(1000 * seconds[0] / len(labelled), 2),
@@ -132,25 +146,69 @@ def evaluate_package(
     )
 
 
-def report_for(config: PackageConfig, targets: np.ndarray, probs: np.ndarray, *, split: str | None) -> EvalReport:
-    """`compute_report` with the package's labels; a malignancy package's calls come from `skin_demo.postprocess`
-    (P(malignant) over its malignant_labels, flagged at its decision_threshold), exactly as the app calls them."""
+def report_for(config: PackageConfig, targets: np.ndarray, probs: np.ndarray, *, split: str | None,
+               domain: str = "dermoscopy", lesion_probs: np.ndarray | None = None,
+               lesion_config: PackageConfig | None = None) -> EvalReport:
+    """`compute_report` with the package's labels; a malignancy package's score and calls come from
+    `skin_demo.postprocess` for `domain` (its own P(malignant) or the lesion-type sum, flagged at that domain's
+    threshold), exactly as the app makes them."""
     if len(config.labels) != 2 or len(config.malignant_labels) != 1:
         return compute_report(targets, probs, config.labels, task=config.task, split=split)
     positive = config.malignant_labels[0]
-    scores = [positive_probability(dict(zip(config.labels, row)), config) for row in probs.tolist()]
-    flagged = np.array([malignancy_flag(p, config).flagged for p in scores])
+    lesion_rows = [None] * len(probs) if lesion_probs is None else [
+        dict(zip(lesion_config.labels, row)) for row in lesion_probs.tolist()]
+    scores = np.array([malignancy_score(domain, dict(zip(config.labels, row)), config, lesion_row, lesion_config)
+                       for row, lesion_row in zip(probs.tolist(), lesion_rows)])
+    flags = [malignancy_flag(score, config, domain) for score in scores]
     pos = config.labels.index(positive)
+    scored = np.zeros_like(probs, dtype=np.float64)
+    scored[:, pos], scored[:, 1 - pos] = scores, 1.0 - scores
     return compute_report(
         targets,
-        probs,
+        scored,
         config.labels,
         task=config.task,
         positive_label=positive,
-        threshold=decision_threshold(config),
-        predicted=np.where(flagged, pos, 1 - pos),
+        threshold=flags[0].threshold,
+        predicted=np.where([f.flagged for f in flags], pos, 1 - pos),
         split=split,
     )
+
+
+def domain_figures(evaluation: Evaluation) -> dict[str, dict]:
+    """A malignancy evaluation's held-out figures per image domain (the sources of a domain pooled): sensitivity
+    and specificity at the served threshold from the summed confusion matrices, image counts, and the ROC AUC where
+    the domain has one source (per source otherwise). What the page quotes for a domain."""
+    out: dict[str, dict] = {}
+    for source, report in evaluation.reports.items():
+        if report.binary is None:
+            continue
+        domain = sources.DOMAIN_OF_SOURCE.get(source, "dermoscopy")
+        pos = report.labels.index(report.binary.positive_label)
+        matrix = np.asarray(report.confusion_matrix)
+        entry = out.setdefault(domain, {"tp": 0, "fn": 0, "tn": 0, "fp": 0, "splits": [], "roc_auc_per_source": {}})
+        entry["tp"] += int(matrix[pos, pos])
+        entry["fn"] += int(matrix[pos, 1 - pos])
+        entry["tn"] += int(matrix[1 - pos, 1 - pos])
+        entry["fp"] += int(matrix[1 - pos, pos])
+        entry["splits"].append(report.split)
+        entry["roc_auc_per_source"][source] = report.binary.roc_auc
+        entry["threshold"] = report.binary.threshold
+    figures = {}
+    for domain, e in out.items():
+        n_malignant, n_benign = e["tp"] + e["fn"], e["tn"] + e["fp"]
+        aucs = e["roc_auc_per_source"]
+        figures[domain] = {
+            "sensitivity": round(e["tp"] / n_malignant, 4) if n_malignant else None,
+            "specificity": round(e["tn"] / n_benign, 4) if n_benign else None,
+            "roc_auc": round(next(iter(aucs.values())), 4) if len(aucs) == 1 and None not in aucs.values() else None,
+            "roc_auc_per_source": {s: None if v is None else round(v, 4) for s, v in aucs.items()},
+            "threshold": e["threshold"],
+            "n_malignant": n_malignant,
+            "n_benign": n_benign,
+            "split": " + ".join(e["splits"]),
+        }
+    return figures
 
 
 def label_samples(samples: Sequence[Sample], config: PackageConfig) -> tuple[list[Sample], np.ndarray]:
@@ -239,7 +297,10 @@ def record_evaluation(package_dir: Path | str, evaluation: Evaluation) -> Packag
         for stale in (p for p in folder.iterdir() if p.is_file()):
             stale.unlink()
     write_evaluation(evaluation, folder, title=f"Evaluation: {old.task} package")
-    write_package_config(package_dir, dataclasses.replace(old, metrics=evaluation.headline()))
+    metrics = evaluation.headline()
+    if old.task == "malignancy":
+        metrics["per_domain"] = domain_figures(evaluation)
+    write_package_config(package_dir, dataclasses.replace(old, metrics=metrics))
     config = ModelPack.load(package_dir, threads=1).config  # proves config.json and the embedded copy still agree
     write_model_card(package_dir, config, evaluation)
     return config
@@ -269,6 +330,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="HAM10000 folder (HAM10000_metadata.csv + images); --data is the older spelling")
     parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (image_id, ..., split)")
     parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder (labels.csv + images): a second test source")
+    parser.add_argument("--clinical", type=Path, help="clinical-photo folder (labels.csv + images): the camera domain")
+    parser.add_argument("--lesion-type", type=Path,
+                        help="lesion-type package, for a malignancy package whose decision uses its malignant sum")
     parser.add_argument("--subset", default="test", help="which subset of each split to evaluate (default: test)")
     parser.add_argument(
         "--limit", type=int, help="evaluate a seeded random N of each source's subset (a quick check; needs --out)"
@@ -296,12 +360,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pack = ModelPack.load(args.package, threads=args.threads)
-        sets = held_out_sets(args.ham, args.split, args.isic2017, subset=args.subset, limit=args.limit,
-                             seed=args.seed)
+        sets = held_out_sets(args.ham, args.split, args.isic2017, args.clinical, subset=args.subset,
+                             limit=args.limit, seed=args.seed)
+        lesion_type = ModelPack.load(args.lesion_type, threads=args.threads) if args.lesion_type else None
         for held_out in sets:
             print(f"evaluating {pack.config.task} package {args.package} on {held_out.split}: "
                   f"{len(held_out.samples)} images", flush=True)
-        evaluation = evaluate_package(args.package, sets, batch_size=args.batch_size, pack=pack)
+        evaluation = evaluate_package(args.package, sets, batch_size=args.batch_size, pack=pack,
+                                      lesion_type=lesion_type)
         if args.out is None:
             record_evaluation(args.package, evaluation)
             out = Path(args.package) / EVAL_DIR
@@ -315,6 +381,10 @@ def run(args: argparse.Namespace) -> int:
     headlines = evaluation.headline()
     print(f"\n{evaluation.task} package {evaluation.extra['package']} ({evaluation.extra['runtime']}):\n")
     print(side_by_side_table(headlines))
+    if evaluation.task == "malignancy":
+        for domain, f in domain_figures(evaluation).items():
+            print(f"{domain}: sensitivity {f['sensitivity']}, specificity {f['specificity']} at threshold "
+                  f"{f['threshold']} ({f['n_malignant']} malignant, {f['n_benign']} benign test images)")
     missed = missed_targets(headlines)
     print("\n" + ("targets missed:\n" + "\n".join(f"  {line}" for line in missed) if missed else "all targets met"))
     print(f"wrote {out}{updated}")

@@ -22,6 +22,7 @@ from skin_demo.web.site import (
     STATIC_DIR,
     WebError,
     build_manifest,
+    malignancy_config,
     model_files,
     page_texts,
     wasm_size,
@@ -85,9 +86,8 @@ def build_static(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(file.path, target)
     size = wasm_size()
-    manifest = build_manifest(
-        files, texts=texts, wasm_bytes=size, wasm_transfer_bytes=size, notices=notices, server_page=None
-    )
+    manifest = build_manifest(files, malignancy=malignancy_config(models), texts=texts, wasm_bytes=size,
+                              wasm_transfer_bytes=size, notices=notices, server_page=None)  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     total = size + sum(f.size for f in files.values())
     card = SPACE_CARD.format(

@@ -27,6 +27,7 @@ from skin_demo.web.site import (
     STATIC_DIR,
     build_manifest,
     compressed_wasm,
+    malignancy_config,
     model_files,
     page_texts,
     runtime_dir,
@@ -75,10 +76,12 @@ def on_device_app(
     server_page: str | None = "../",
 ) -> ASGIApp:
     """The ASGI application that serves the page for these packages (mounted at /on-device by mount_on_device)."""
+    models = list(models)
     files = model_files(models)
     wasm_path = compressed_wasm()
     manifest = build_manifest(
         files,
+        malignancy=malignancy_config(models),
         texts=texts,
         wasm_bytes=wasm_size(),
         wasm_transfer_bytes=wasm_path.stat().st_size,
@@ -125,8 +128,8 @@ def mount_on_device(fastapi_app: Starlette, models: Iterable[ModelPack], *, text
     fastapi_app: the app's FastAPI application (Gradio's `demo.app` after launch, or one given to
       gr.mount_gradio_app); the routes go first, so nothing of Gradio's can shadow them, and can be added to a
       running server. models: ModelPacks, e.g. settings.LoadedModels (its notices are passed on to the page).
-    texts: the warning and headline words; default the Gradio page's own (site.page_texts()).
-    Raises site.WebError when the vendored runtime is missing.
+    texts: the warnings; default the Gradio page's own (site.page_texts()).
+    Raises site.WebError when the vendored runtime or the malignancy package is missing.
     """
     sub_app = on_device_app(models, texts=texts or page_texts(), notices=getattr(models, "notices", None),
                             server_page=server_page)  # fmt: skip

@@ -1,9 +1,11 @@
 """What the on-device page loads: its static files, the runtime, the model files and manifest.json.
 
 The manifest carries everything the page must not hard-code and the Python side already knows (one source of
-truth): which packages are in use and where to fetch them, the lesion-check messages and positive label, the default
-decision threshold, the image limits, display names and colours, and the disclaimer. What is specific to a model
-(sizes, normalisation, labels, its threshold) the page reads from the config embedded in the ONNX file itself.
+truth): which packages are in use and where to fetch them, the names the post-processing rule works with (image
+domains, the older lesion check's positive label, the decision scores and whose sums they are, the default decision
+threshold), the lesion-check messages, the words for each domain's malignancy call (written from the malignancy
+package's own test figures), the image limits, display names and colours, and the disclaimer. What is specific to a
+model (sizes, normalisation, labels, its thresholds) the page reads from the config embedded in the ONNX file itself.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from skin_demo import imaging, postprocess
-from skin_demo.config import FORMAT_VERSION, ONNX_METADATA_KEY
+from skin_demo.config import FORMAT_VERSION, ONNX_METADATA_KEY, PackageConfig
 from skin_demo.modelpack import MODEL_FILE, ModelPack
 from skin_demo.predictor import TOP_K
 from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, display_name
+from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, all_flag_words
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR_DIR = STATIC_DIR / "vendor"
@@ -109,20 +112,23 @@ def model_files(packs: Iterable[ModelPack]) -> dict[str, ModelFile]:
 
 
 def page_texts() -> dict[str, str]:
-    """The Gradio page's own warning and headline words (skin_demo.ui), so both pages say the same."""
-    from skin_demo import ui  # imports gradio: only when a page is served or built
+    """The Gradio page's own warnings (skin_demo.texts), so both pages say the same."""
+    return {"disclaimer": DISCLAIMER, "disclaimer_short": DISCLAIMER_SHORT}
 
-    return {
-        "disclaimer": ui.DISCLAIMER,
-        "disclaimer_short": ui.DISCLAIMER_SHORT,
-        "flagged": ui.FLAGGED,
-        "not_flagged": ui.NOT_FLAGGED,
-    }
+
+def malignancy_config(packs: Iterable[ModelPack]) -> PackageConfig:
+    """The config of the malignancy package among `packs` (its thresholds and figures decide the page's words).
+    Raises WebError when there is none."""
+    for pack in packs:
+        if pack.config.task == "malignancy":
+            return pack.config
+    raise WebError("no malignancy package among the models to serve")
 
 
 def build_manifest(
     models: Mapping[str, ModelFile],
     *,
+    malignancy: PackageConfig,
     texts: Mapping[str, str],
     wasm_bytes: int,
     wasm_transfer_bytes: int,
@@ -131,12 +137,14 @@ def build_manifest(
 ) -> dict[str, Any]:
     """manifest.json: what the page loads and the app's own texts and limits (see the module docstring).
 
-    texts: the warning and headline words, as page_texts() gives them.
+    malignancy: the malignancy package's config, which the words for each domain's call quote.
+    texts: the warnings, as page_texts() gives them.
     wasm_transfer_bytes: what a first visit downloads for the runtime (the compressed size where the server sends it
     gzip-encoded). server_page: a URL of the server's own page, relative to the on-device page, or None.
     """
     runtime = runtime_dir()
-    labels = list(dict.fromkeys(label for file in models.values() for label in file.labels))
+    labels = list(dict.fromkeys([*(label for file in models.values() for label in file.labels),
+                                 *postprocess.DOMAIN_LABELS]))  # fmt: skip
     return {
         "format_version": FORMAT_VERSION,
         "metadata_key": ONNX_METADATA_KEY,
@@ -156,13 +164,14 @@ def build_manifest(
         "shell": shell_files(),
         "default_threshold": postprocess.DEFAULT_THRESHOLD,
         "lesion_label": postprocess.LESION_LABEL,
+        "domains": list(postprocess.DOMAINS),
+        "not_lesion_label": postprocess.NOT_LESION,
+        "default_score": postprocess.BINARY_HEAD,
+        "score_tasks": dict(postprocess.SCORE_TASKS),
         "top_k": TOP_K,
-        "messages": {
-            "lesion_check_passed": postprocess.LESION_CHECK_PASSED_MESSAGE,
-            "lesion_check_failed": postprocess.LESION_CHECK_FAILED_MESSAGE,
-            "not_an_image": _not_an_image_message(),
-            **texts,
-        },
+        "messages": {"not_an_image": _not_an_image_message(), **texts},
+        "lesion_check_messages": dict(postprocess.LESION_CHECK_MESSAGES),
+        "flag_words": all_flag_words(malignancy),
         "formats": list(imaging.FORMATS),
         "limits": {
             "max_file_bytes": imaging.MAX_FILE_BYTES,

@@ -23,7 +23,8 @@ def render_card(config: PackageConfig) -> str:
     m, p = config.metrics, config.provenance
     data = ModelCardData(
         license=LICENSE, library_name="onnx", pipeline_tag="image-classification",
-        tags=["image-classification", "onnx", "dermoscopy", "out-of-distribution-detection", "skin-demo",
+        tags=["image-classification", "onnx", "dermoscopy", "clinical-photos", "out-of-distribution-detection",
+              "skin-demo",
               config.architecture, "lesion-check"],
         datasets=["HAM10000", "ISIC-Archive"],
     )
@@ -37,11 +38,12 @@ def render_card(config: PackageConfig) -> str:
         width=width,
         method=p.get("method", config.architecture),
         threshold=f"{config.decision_threshold:.4f}",
-        threshold_rule=p.get("threshold_rule", ""),
+        threshold_rule=(p.get("threshold_rule") or {}).get("text", ""),
         table=format_table(config),
         val_pass=[{"source": SOURCE_NAMES.get(g, g), "rate": f"{r:.1%}"}
                   for g, r in m["validation"]["pass_rate"].items()],
         val_rejection=f"{m['validation']['rejection_rate']:.1%}",
+        val_domain=(f"{m['validation']['domain_accuracy']:.1%}" if "domain_accuracy" in m["validation"] else None),
         provenance=p,
         feature_extraction=_minutes(p.get("feature_extraction_minutes")),
         fit=p["fit_images"],

@@ -1,11 +1,14 @@
-"""`python -m skin_demo.train lesion-check`: fit the "is this a skin-lesion close-up?" package (models/lesion_check).
+"""`python -m skin_demo.train lesion-check`: fit the image-domain check (models/lesion_check): is this a dermoscopy
+image, an ordinary (clinical) photo of a skin lesion, or not a skin-lesion close-up at all?
 
 A frozen ImageNet EfficientNet-Lite0, cut after stage 5, turns each image into the pooled outputs of its stages
-3-5, and a logistic regression on those features tells dermoscopy close-ups (HAM10000 and ISIC 2017: `lesion`) from
-what else a visitor may upload (../not_lesion: everyday photos, rashes, healthy skin, hands and faces, documents;
-plus generated flat pictures: `not_lesion`). Network and regression (its coefficients copied into a linear layer)
-are exported as one ONNX graph, so serving runs the check like any other package and calls it with
-`postprocess.lesion_check`. Features are extracted once with ONNX Runtime and cached under `--out`.
+3-5, and a multinomial logistic regression on those features tells dermoscopy close-ups (HAM10000 and ISIC 2017:
+`dermoscopy`) and ordinary camera photos of a lesion (DermNet NZ and SD-198: `clinical`) from what else a visitor
+may upload (../not_lesion: everyday photos, rashes, healthy skin, hands and faces, documents; plus generated flat
+pictures: `not_lesion`). Network and regression (its coefficients copied into a linear layer) are exported as one
+ONNX graph, so serving runs the check like any other package and calls it with `postprocess.lesion_check` and
+`postprocess.image_domain`. Features are extracted once with ONNX Runtime and cached under `--out`. Each positive
+source is also left out once (`loso.py`).
 
 Both classes get the same nuisances (colour casts, black vignettes and frames, squashed aspect, low resolution and
 JPEG, rotations): dermoscopy from another clinic looks like that, and a nuisance seen on one class only would
@@ -15,6 +18,7 @@ validation images. Test numbers come from the exported file through the serving 
 
     python -m skin_demo.train lesion-check --ham ../shared/data/ham10000 --isic ../shared/data/isic2017 \\
         --not-lesion ../shared/data/not_lesion --mvb ../shared/data/malignant_vs_benign \\
+        --clinical ../shared/data/clinical \\
         --out runs/lesion_check --package models/lesion_check
     python -m skin_demo.train lesion-check --show models/lesion_check   # print the recorded table
 """
@@ -25,6 +29,7 @@ import argparse
 from pathlib import Path
 
 from skin_demo.modelpack import ModelPack
+from skin_demo.train.lesion_check.head import MIN_VAL_PASS_RATE
 from skin_demo.train.lesion_check.pipeline import fit
 from skin_demo.train.lesion_check.table import format_table
 from skin_demo.train.model import DEFAULT_ARCHITECTURE
@@ -42,6 +47,7 @@ def register(subparsers) -> None:
     parser.add_argument("--isic", type=Path, help="ISIC 2017 folder (positives, split by isic2017_split)")
     parser.add_argument("--not-lesion", type=Path, help="not_lesion folder (negatives)")
     parser.add_argument("--mvb", type=Path, help="malignant-vs-benign folder: its non-HAM images are checked only")
+    parser.add_argument("--clinical", type=Path, help="clinical-photo folder (positives of the clinical domain)")
     parser.add_argument("--not-lesion-split", type=Path, default=Path("models/not_lesion_split.csv"),
                         help="where to write the not_lesion fit/val/test split")
     parser.add_argument("--arch", default=DEFAULT_ARCHITECTURE)
@@ -50,7 +56,10 @@ def register(subparsers) -> None:
     parser.add_argument("--taps", type=int, nargs="+", default=[3, 4, 5],
                         help="backbone stages whose pooled outputs are the features (lite0 has stages 0-6)")
     parser.add_argument("--positive-copies", type=int, default=1, help="augmented copies of each positive")
+    parser.add_argument("--clinical-copies", type=int, default=3, help="augmented copies of each clinical photo")
     parser.add_argument("--negative-copies", type=int, default=3, help="augmented copies of each negative")
+    parser.add_argument("--min-val-pass", type=float, default=MIN_VAL_PASS_RATE,
+                        help="share of each positive source's validation images the threshold must pass")
     parser.add_argument("--flat-images", type=int, default=400, help="generated flat pictures to fit on")
     parser.add_argument("--cost-images", type=int, default=100, help="images timed for the cost figure")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the machine is usually shared)")
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.show:
         print(format_table(ModelPack.load(args.show, threads=1).config))
         return 0
-    missing = [f"--{n.replace('_', '-')}" for n in ("ham", "isic", "not_lesion", "mvb", "out", "package")
+    missing = [f"--{n.replace('_', '-')}" for n in ("ham", "isic", "not_lesion", "mvb", "clinical", "out", "package")
                if getattr(args, n) is None]
     if missing:
         raise SystemExit(f"lesion-check: {', '.join(missing)} required (or --show PACKAGE)")

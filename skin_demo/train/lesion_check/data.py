@@ -1,4 +1,5 @@
-"""The lesion check's images: the seeded not_lesion split, the generated flat pictures and the dermoscopy positives."""
+"""The lesion check's images: the seeded not_lesion split, the generated flat pictures, the dermoscopy positives
+and the clinical (ordinary camera) positives, each with the label the check learns: its image domain."""
 
 from __future__ import annotations
 
@@ -11,23 +12,34 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from skin_demo.postprocess import CLINICAL, DERMOSCOPY, DOMAIN_LABELS, NOT_LESION
 from skin_demo.train.data import read_ham10000, read_split
 
 NOT_LESION_FRACTIONS = (0.6, 0.2, 0.2)  # fit / val / test, per category
-POSITIVE_TEST_SOURCES = ("ham10000", "isic2017")
+POSITIVE_TEST_SOURCES = ("ham10000", "isic2017", "clinical_dermnet", "clinical_sd198")
+ALL_CLINICAL = "clinical_all"  # the two clinical atlases' test photos together, where issue 15's targets apply
 FLAT_GROUP = "flat or blank picture (generated)"
 NUISANCE_SUFFIX = "+nuisance"  # group name of the robustness check: test images through one random nuisance
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image of the lesion-check data: where it is, which source or category, which subset, its class."""
+    """One image of the lesion-check data: where it is, which source or category, which subset, its label."""
 
     path: Path
     name: str  # file name or image id, as in the split CSVs
-    group: str  # "ham10000", "isic2017", "mvb_non_ham" or a not_lesion category
+    group: str  # a positive source ("ham10000", "clinical_sd198", ...) or a not_lesion category
     subset: str  # "fit", "val", "test" (or "check" for the source never fitted on)
-    lesion: bool
+    label: str  # one of DOMAIN_LABELS: "dermoscopy", "clinical", "not_lesion"
+
+    def __post_init__(self) -> None:
+        if self.label not in DOMAIN_LABELS:
+            raise ValueError(f"label {self.label!r} is not one of {DOMAIN_LABELS}")
+
+    @property
+    def lesion(self) -> bool:
+        """A close-up of a skin lesion (dermoscopy or clinical), which the check should pass."""
+        return self.label != NOT_LESION
 
 
 def split_not_lesion(root: Path, seed: int = 0) -> list[Item]:
@@ -47,7 +59,7 @@ def split_not_lesion(root: Path, seed: int = 0) -> list[Item]:
         n_val = round(NOT_LESION_FRACTIONS[1] * len(files))
         for i, name in enumerate(files):
             subset = "fit" if i < n_fit else "val" if i < n_fit + n_val else "test"
-            items.append(Item(root / name, name, category, subset, lesion=False))
+            items.append(Item(root / name, name, category, subset, NOT_LESION))
     return sorted(items, key=lambda item: item.name)
 
 
@@ -89,12 +101,13 @@ def write_flat_images(folder: Path, seed: int, n_fit: int) -> list[Item]:
                 pixels = pixels + rng.normal(0, rng.uniform(1, 12), pixels.shape)
             path = folder / f"{subset}_{k:04d}.png"
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path)
-            items.append(Item(path, path.name, FLAT_GROUP, subset, lesion=False))
+            items.append(Item(path, path.name, FLAT_GROUP, subset, NOT_LESION))
     return items
 
 
-def read_positives(ham: Path, ham_split: Path, isic: Path, mvb: Path) -> list[Item]:
-    """HAM10000 by its split CSV, ISIC 2017 by its challenge split, and the non-HAM10000 malignant-vs-benign images.
+def read_positives(ham: Path, ham_split: Path, isic: Path, mvb: Path, clinical: Path | None = None) -> list[Item]:
+    """HAM10000 by its split CSV, ISIC 2017 by its challenge split, the non-HAM10000 malignant-vs-benign images
+    (dermoscopy), and the clinical photos by their grouped split (`clinical_dermnet`, `clinical_sd198`).
 
     The malignant-vs-benign images are only checked, never fitted on ("check"): a dermoscopy source the guard has
     not seen. Those that are copies of an ISIC 2017 training image are tagged `mvb_non_ham_seen`, so the unseen
@@ -103,7 +116,7 @@ def read_positives(ham: Path, ham_split: Path, isic: Path, mvb: Path) -> list[It
     split_of = read_split(ham_split)
     subset_name = {"train": "fit", "val": "val", "test": "test"}
     items = [
-        Item(s.path, s.image_id, "ham10000", subset_name[split_of[s.image_id]], lesion=True)
+        Item(s.path, s.image_id, "ham10000", subset_name[split_of[s.image_id]], DERMOSCOPY)
         for s in read_ham10000(ham)
         if s.image_id in split_of
     ]
@@ -112,7 +125,7 @@ def read_positives(ham: Path, ham_split: Path, isic: Path, mvb: Path) -> list[It
         for row in csv.DictReader(handle):
             subset = subset_name[row["isic2017_split"]]
             path = Path(isic) / "images" / f"{row['image_id']}.jpg"
-            items.append(Item(path, row["image_id"], "isic2017", subset, lesion=True))
+            items.append(Item(path, row["image_id"], "isic2017", subset, DERMOSCOPY))
             if subset == "fit" and row.get("fanconi_duplicate"):
                 seen_in_fit.add(row["fanconi_duplicate"])
     with (Path(mvb) / "fanconi_to_ham10000_map.csv").open(newline="") as handle:
@@ -121,5 +134,11 @@ def read_positives(ham: Path, ham_split: Path, isic: Path, mvb: Path) -> list[It
                 continue
             name = f"{row['split']}/{row['label']}/{row['file']}"
             group = "mvb_non_ham_seen" if name in seen_in_fit else "mvb_non_ham"
-            items.append(Item(Path(mvb) / name, name, group, "check", lesion=True))
+            items.append(Item(Path(mvb) / name, name, group, "check", DERMOSCOPY))
+    if clinical is not None:
+        with (Path(clinical) / "labels.csv").open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                path = Path(clinical) / "images" / f"{row['image_id']}.jpg"
+                items.append(Item(path, row["image_id"], f"clinical_{row['source']}", subset_name[row["split"]],
+                                  CLINICAL))
     return items

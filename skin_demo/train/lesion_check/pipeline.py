@@ -1,5 +1,5 @@
-"""Fit the lesion-check package: features -> regression -> threshold on validation -> package -> test numbers
-through the serving path, recorded in config.json and the card."""
+"""Fit the lesion-check package: features -> three-way regression (dermoscopy / clinical / not_lesion) -> threshold
+on validation -> package -> test numbers through the serving path, recorded in config.json and the card."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ import torch
 from skin_demo.config import PackageConfig
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack, session_options
-from skin_demo.postprocess import LESION_LABEL
-from skin_demo.train.export import max_logit_difference, max_probability_change, to_onnx, with_float16_weights
+from skin_demo.postprocess import CLINICAL, DERMOSCOPY, DOMAIN_LABELS, NOT_LESION
+from skin_demo.train.export import to_onnx
 from skin_demo.train.lesion_check.card import render_card
 from skin_demo.train.lesion_check.data import (
+    ALL_CLINICAL,
     NUISANCE_SUFFIX,
     POSITIVE_TEST_SOURCES,
     Item,
@@ -33,10 +34,19 @@ from skin_demo.train.lesion_check.data import (
     write_not_lesion_split,
 )
 from skin_demo.train.lesion_check.features import LesionCheckNet, PooledFeatures, cached_features, extract_features
-from skin_demo.train.lesion_check.head import MIN_VAL_PASS_RATE, choose_head, linear_head
-from skin_demo.train.lesion_check.measure import TARGETS, measure_cost_ms, pooled_rejection, rates, serve_scores
+from skin_demo.train.lesion_check.head import Head, choose_head, linear_head
+from skin_demo.train.lesion_check.loso import leave_one_source_out
+from skin_demo.train.lesion_check.measure import (
+    TARGETS,
+    measure_cost_ms,
+    pooled_rejection,
+    rates,
+    serve_probabilities,
+    served_calls,
+)
 from skin_demo.train.metrics import compute_report
 from skin_demo.train.model import MultiTaskNet, preprocess_config
+from skin_demo.train.package_build import build_package
 from skin_demo.train.package_files import write_package
 from skin_demo.train.report import write_report
 from skin_demo.train.run_info import git_commit, jsonable
@@ -44,7 +54,6 @@ from skin_demo.train.run_info import git_commit, jsonable
 log = logging.getLogger("skin_demo.train")
 
 TASK = "lesion_check"
-LABELS = (LESION_LABEL, "not_lesion")
 
 
 def fit(args: argparse.Namespace) -> PackageConfig:
@@ -57,86 +66,92 @@ def fit(args: argparse.Namespace) -> PackageConfig:
 
     negatives = split_not_lesion(args.not_lesion, seed=args.seed)
     write_not_lesion_split(args.not_lesion_split, negatives)
-    items = negatives + read_positives(args.ham, args.ham_split, args.isic, args.mvb)
-    fit_pos, fit_neg, val_pos, val_neg = (
-        [i for i in items if i.subset == subset and i.lesion == lesion]
-        for subset, lesion in (("fit", True), ("fit", False), ("val", True), ("val", False))
-    )
+    items = negatives + read_positives(args.ham, args.ham_split, args.isic, args.mvb, args.clinical)
+    copies = {DERMOSCOPY: args.positive_copies, CLINICAL: args.clinical_copies, NOT_LESION: args.negative_copies}
 
     pre = preprocess_config(args.arch, args.image_size, crop_pct=1.0)
     backbone = MultiTaskNet(args.arch, {}, pretrained=not args.no_pretrained).backbone.eval().requires_grad_(False)
     features = PooledFeatures(backbone, tuple(args.taps)).eval()
-    config = PackageConfig(task=TASK, labels=LABELS, malignant_labels=(), preprocess=pre, architecture=args.arch)
+    config = PackageConfig(task=TASK, labels=DOMAIN_LABELS, malignant_labels=(), preprocess=pre,
+                           architecture=args.arch)
     session = ort.InferenceSession(to_onnx(features, config).SerializeToString(), session_options(args.threads),
                                    providers=["CPUExecutionProvider"])
     key = {"arch": args.arch, "pretrained": not args.no_pretrained, "taps": sorted(args.taps)}
-
     extraction_seconds: list[float | None] = []
 
-    def feats(name: str, chosen: list[Item], copies: int) -> np.ndarray:
-        features, seconds = cached_features(
-            out / "features", name, session, chosen, pre, copies=copies, seed=args.seed, key=key)
+    def feats(subset: str, label: str, n_copies: int = 0) -> tuple[list[Item], np.ndarray]:
+        chosen = [i for i in items if i.subset == subset and i.label == label]
+        x, seconds = cached_features(out / "features", f"{subset}_{label}", session, chosen, pre, copies=n_copies,
+                                     seed=args.seed, key=key)
         extraction_seconds.append(seconds)
-        return features
+        return chosen, x
 
     flat = write_flat_images(out / "generated", args.seed, args.flat_images)
     fit_flat = [i for i in flat if i.subset == "fit"]
-    x_fit = np.concatenate([feats("fit_lesion", fit_pos, args.positive_copies),
-                            feats("fit_not_lesion", fit_neg, args.negative_copies),
-                            # Not cached: regenerated every run (2 s), and a cache keyed by path would miss a change.
-                            extract_features(session, fit_flat, pre, copies=0, seed=args.seed)])
-    y_fit = np.r_[np.ones(len(fit_pos) * (1 + args.positive_copies)),
-                  np.zeros(len(fit_neg) * (1 + args.negative_copies) + len(fit_flat))]
-    x_val_pos, x_val_neg = feats("val_lesion", val_pos, 0), feats("val_not_lesion", val_neg, 0)
+    fitted = {label: feats("fit", label, copies[label]) for label in DOMAIN_LABELS}
+    fitted_items = [i for label in DOMAIN_LABELS for i in fitted[label][0] for _ in range(1 + copies[label])]
+    # The flat pictures are not cached: regenerated every run (2 s), and a cache keyed by path would miss a change.
+    x_fit = np.concatenate([fitted[label][1] for label in DOMAIN_LABELS]
+                           + [extract_features(session, fit_flat, pre, copies=0, seed=args.seed)])
+    y_fit = np.array([DOMAIN_LABELS.index(i.label) for i in fitted_items + fit_flat])
+    val_pos = [pair for label in (DERMOSCOPY, CLINICAL) for pair in [feats("val", label)]]
+    val_items = val_pos[0][0] + val_pos[1][0]
+    x_val_pos = np.concatenate([val_pos[0][1], val_pos[1][1]])
+    _, x_val_neg = feats("val", NOT_LESION)
+    tested_pos = [pair for label in (DERMOSCOPY, CLINICAL) for pair in [feats("test", label)]]
     # None: extracted by a run that kept no timing; the provenance then leaves the figure out.
     feature_minutes = None if None in extraction_seconds else round(sum(extraction_seconds) / 60, 1)
 
-    head, val = choose_head(x_fit, y_fit, x_val_pos, val_pos, x_val_neg)
-    log.info("chose l2 %g: threshold %.4f, val rejection %.4f", head["l2"], head["threshold"], head["val_rejection"])
+    head = choose_head(x_fit, y_fit, x_val_pos, val_items, x_val_neg, args.min_val_pass)
+    log.info("chose C %g: threshold %.4f, val rejection %.4f, domain accuracy %.4f", head.c, head.threshold,
+             head.val_rejection, head.val_domain_accuracy)
+    loso = leave_one_source_out(
+        head, x_fit, y_fit, [i.group for i in fitted_items + fit_flat], x_val_pos, val_items, x_val_neg,
+        test_items=tested_pos[0][0] + tested_pos[1][0], x_test=np.concatenate([tested_pos[0][1], tested_pos[1][1]]),
+        min_pass_rate=args.min_val_pass)
 
-    config = PackageConfig(**{**config.__dict__, "decision_threshold": head["threshold"]})
-    net = LesionCheckNet(features, linear_head(head["weights"], head["bias"])).eval()
-    proto = to_onnx(net, config)
-    parity_batch = np.stack([preprocess(load_image(i.path), pre) for i in (val_pos[:16] + val_neg[:16])])
-    parity = max_logit_difference(net, proto, parity_batch)
-    if parity > 1e-3:
-        raise RuntimeError(f"lesion check: ONNX Runtime differs from torch by {parity:.2e} in a logit (limit 1e-3)")
-    # float16 storage halves what the on-device page downloads; the test numbers below measure this file.
-    compact = with_float16_weights(proto)
-    float16_change = max_probability_change(proto, compact, parity_batch, config.temperature)
-    proto = compact
+    config = dataclasses.replace(config, decision_threshold=head.threshold)
+    net = LesionCheckNet(features, linear_head(head.weights, head.bias)).eval()
+    parity_items = val_items[:8] + val_items[-8:] + [i for i in items if i.subset == "val" and not i.lesion][:16]
+    proto, config = build_package(net, config, np.stack([preprocess(load_image(i.path), pre) for i in parity_items]))
 
     # The test numbers come from the exported file loaded as the app loads it, so it is written first to the
     # run folder; the package itself is written once, with those numbers in its config and card.
     unevaluated = write_package(out / "unevaluated", proto, config, card="")
     pack = ModelPack.load(unevaluated, threads=args.threads)
     tested = [i for i in items if i.subset in ("test", "check")]
-    scores = serve_scores(pack, tested)
-    per_group = rates(tested, scores, config)
+    probs = serve_probabilities(pack, tested)
+    per_group = rates(tested, probs, config)
+    # The clinical targets are on all clinical test photos together; each atlas is reported on its own as well.
+    clinical_rows = [k for k, i in enumerate(tested) if i.label == CLINICAL and i.subset == "test"]
+    per_group |= rates([dataclasses.replace(tested[k], group=ALL_CLINICAL) for k in clinical_rows],
+                       probs[clinical_rows], config)
     # Robustness: every test image once more, through one nuisance the fit never drew (its own seed); the
     # non-lesion photos pooled, since a vignette or a colour cast must not make a cat pass either.
     disguised = [dataclasses.replace(i, group=f"{i.group if i.lesion else 'not_lesion'}{NUISANCE_SUFFIX}")
                  for i in tested if i.subset == "test"]
-    robustness = rates(disguised, serve_scores(pack, disguised, nuisance_seed=args.seed + 1_000_003), config)
+    robustness = rates(disguised, serve_probabilities(pack, disguised, nuisance_seed=args.seed + 1_000_003), config)
     flat_test = [i for i in flat if i.subset == "test"]
-    robustness |= rates(flat_test, serve_scores(pack, flat_test), config)
+    robustness |= rates(flat_test, serve_probabilities(pack, flat_test), config)
     is_test = np.array([i.subset == "test" for i in tested])
+    calls = served_calls(probs[is_test], config)
     report = compute_report(
-        np.array([0 if i.lesion else 1 for i in tested])[is_test],
-        np.stack([scores, 1 - scores], axis=1)[is_test], LABELS, task=TASK, positive_label=LESION_LABEL,
-        threshold=config.decision_threshold, split=_split_name(args),
+        np.array([DOMAIN_LABELS.index(i.label) for i in tested if i.subset == "test"]), probs[is_test],
+        DOMAIN_LABELS, task=TASK, split=_split_name(args),
+        predicted=np.array([DOMAIN_LABELS.index(domain) for _, domain in calls]),
     )
     test_items = [i for i in tested if i.subset == "test"]
     timed = test_items[:: max(1, len(test_items) // max(1, args.cost_images))][: args.cost_images]
     cost = measure_cost_ms(unevaluated, timed)
     minutes = round((time.perf_counter() - started) / 60, 1)
 
-    metrics = _metrics(report, per_group, robustness, val, cost)
-    counts = {"lesion": len(fit_pos), "not_lesion": len(fit_neg), "flat_generated": len(fit_flat)}
-    provenance = {**_provenance(args, head, x_fit.shape[1], counts, parity, minutes, feature_minutes),
-                  "weights": "float16 storage, float32 compute",
-                  "float16_max_probability_change": float(f"{float16_change:.3g}")}
-    config = PackageConfig(**{**config.__dict__, "metrics": metrics, "provenance": provenance})
+    val = {"pass_rate": head.val_pass, "rejection_rate": head.val_rejection,
+           "domain_accuracy": head.val_domain_accuracy, "C": head.c}
+    metrics = _metrics(report, per_group, robustness, val, loso, cost)
+    counts = {label: len(fitted[label][0]) for label in DOMAIN_LABELS} | {"flat_generated": len(fit_flat)}
+    provenance = {**config.provenance,
+                  **_provenance(args, head, x_fit.shape[1], counts, copies, minutes, feature_minutes)}
+    config = dataclasses.replace(config, metrics=metrics, provenance=provenance)
     package = write_package(Path(args.package), proto, config, render_card(config))
     # eval/ holds this evaluation only: files an older report wrote must not sit beside the new numbers.
     shutil.rmtree(package / "eval", ignore_errors=True)
@@ -145,7 +160,8 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     return config
 
 
-def _metrics(report, per_group: dict[str, dict], robustness: dict[str, dict], val: dict, cost: dict) -> dict:
+def _metrics(report, per_group: dict[str, dict], robustness: dict[str, dict], val: dict, loso: dict,
+             cost: dict) -> dict:
     """config.json `metrics`: the EvalReport headline, flat rates for the app's model list, and the tables."""
     return {
         **report.headline(),
@@ -154,19 +170,21 @@ def _metrics(report, per_group: dict[str, dict], robustness: dict[str, dict], va
         "per_source": {g: r for g, r in per_group.items() if "pass_rate" in r},
         "per_category": {g: r for g, r in per_group.items() if "rejection_rate" in r},
         "robustness": robustness,
+        "leave_one_source_out": loso,
         "validation": val,
         "cost_ms": cost,
-        "targets": {"rejection_rate": TARGETS["rejection"], "pass_rate": TARGETS["pass"]},
+        "targets": TARGETS,
     }
 
 
-def _provenance(args, head: dict, n_features: int, fit_counts: dict[str, int], parity: float, minutes: float,
-                feature_minutes: float | None) -> dict:
+def _provenance(args, head: Head, n_features: int, fit_counts: dict[str, int], copies: dict[str, int],
+                minutes: float, feature_minutes: float | None) -> dict:
     """config.json `provenance`: what data, code, machine and settings made the package, and how long it took."""
     return {
-        "data": "lesion: HAM10000 (200x150 copy) train split + ISIC 2017 train split, augmented; not_lesion: "
-                "../not_lesion fit split, augmented",
-        "split": f"{args.ham_split} (HAM10000), isic2017_split (ISIC 2017), {args.not_lesion_split} (not_lesion)",
+        "data": "dermoscopy: HAM10000 (200x150 copy) train split + ISIC 2017 train split; clinical: clinical photos "
+                "(DermNet NZ + SD-198) train split; not_lesion: ../not_lesion fit split; all augmented",
+        "split": f"{args.ham_split} (HAM10000), isic2017_split (ISIC 2017), clinical labels.csv split, "
+                 f"{args.not_lesion_split} (not_lesion)",
         "code_commit": git_commit(),
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hardware": f"cpu ({platform.processor() or platform.machine()}, {args.threads} "
@@ -175,12 +193,13 @@ def _provenance(args, head: dict, n_features: int, fit_counts: dict[str, int], p
         "feature_extraction_minutes": feature_minutes,
         "method": f"Frozen {'ImageNet' if not args.no_pretrained else 'random'} {args.arch}, cut after stage "
                   f"{max(args.taps)}: globally pooled outputs of stages {sorted(args.taps)} ({n_features} features) -> "
-                  f"class-balanced L2 logistic regression (l2 {head['l2']:g}), exported as one linear layer",
-        "fit_images": {**fit_counts,
-                       "augmented_copies": {"lesion": args.positive_copies, "not_lesion": args.negative_copies}},
-        "threshold_rule": f"The threshold is the highest one that passes >= {MIN_VAL_PASS_RATE:.0%} of each "
-                          "positive source's validation images (HAM10000 val, ISIC 2017 val)",
-        "onnx_parity_max_abs_logit_diff": float(f"{parity:.3g}"),
+                  f"scikit-learn class-balanced multinomial logistic regression over {list(DOMAIN_LABELS)} "
+                  f"(C {head.c:g}), exported as one linear layer",
+        "fit_images": {**fit_counts, "augmented_copies": copies},
+        "threshold_rule": {"min_val_pass_rate": args.min_val_pass,
+                           "text": "P(dermoscopy) + P(clinical) >= threshold passes; the threshold is the highest "
+                                   f"that passes >= {args.min_val_pass:.0%} of each positive source's validation "
+                                   "images (HAM10000, ISIC 2017, DermNet, SD-198)"},
         "args": jsonable(vars(args)),
     }
 
@@ -195,4 +214,4 @@ def _headline_rates(per_group: dict[str, dict]) -> dict[str, float]:
 
 
 def _split_name(args) -> str:
-    return f"{args.ham_split}:test + isic2017:test + {args.not_lesion_split}:test"
+    return f"{args.ham_split}:test + isic2017:test + clinical:test + {args.not_lesion_split}:test"

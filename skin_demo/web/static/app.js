@@ -88,11 +88,17 @@ function render(result, manifest, { forceNumbers = false } = {}) {
   show("show-anyway", Boolean(rejected));
   const flag = result.malignancy_flag;
   const p = result.malignancy_probability;
+  // The words for this call come from the server (texts.flag_words, per domain), never from this page.
+  const words = manifest.flag_words[flag.domain][flag.flagged ? "flagged" : "not_flagged"];
+  const domain = result.image_domain;
+  $("domain").textContent = domain ? manifest.names[domain.label] : "";
+  show("domain", Boolean(domain));
   $("headline").textContent = rejected
     ? "No result: not a lesion close-up"
-    : `${flag.flagged ? manifest.messages.flagged : manifest.messages.not_flagged} ` +
-      `(${percent(p)} malignant; threshold ${percent(flag.threshold)})`;
+    : `${words.headline} (${percent(p)} malignant; threshold ${percent(flag.threshold)})`;
   $("headline").className = rejected ? "" : flag.flagged ? "flagged" : "not-flagged";
+  $("caveat").textContent = rejected ? "" : words.caveat;
+  show("caveat", Boolean(!rejected && words.caveat));
   const charts = $("charts");
   charts.replaceChildren();
   if (!rejected) {
@@ -112,7 +118,7 @@ function render(result, manifest, { forceNumbers = false } = {}) {
       }),
     );
     $("summary").textContent =
-      `Malignant: ${percent(p)}, benign: ${percent(1 - p)} (malignancy model). Most similar lesion types: ` +
+      `Malignant: ${percent(p)}, benign: ${percent(1 - p)}, from ${words.score_name}. Most similar lesion types: ` +
       result.lesion_type_top.map((r) => `${r.name} ${percent(r.probability)}`).join(", ") +
       ". Research demo, not a diagnosis.";
   } else {

@@ -1,8 +1,9 @@
 // The on-device flow: load ONNX Runtime Web and the packages the server uses (from this origin only, cached for
 // offline use), then analyse an image exactly as the server does (imaging.load_image + preprocess, Predictor,
-// postprocess) and answer with /predict's keys. Everything specific to a model comes from its embedded config;
-// everything specific to this app (messages, limits, display names, the disclaimer) from manifest.json, which the
-// Python side writes from its own constants.
+// postprocess) and answer with /predict's keys. Everything specific to a model (labels, thresholds per domain, what
+// each domain's call is made on) comes from its embedded config; everything specific to this app (messages, the words
+// for each call, the rule's names, limits, display names, the disclaimer) from manifest.json, which the Python side
+// writes from its own constants.
 
 import { embeddedConfig } from "./onnx_config.js";
 import { preprocess, reduce, rgbOf, shorterSide } from "./preprocess.js";
@@ -154,6 +155,55 @@ function clip01(x) {
   return Math.min(1, Math.max(0, x));
 }
 
+// skin_demo/postprocess.py, function for function (tests/test_on_device.py pins the two together); `m` is
+// manifest.json, which names the domains, labels and scores.
+
+/** postprocess.positive_probability: the probabilities summed over the package's malignant labels. */
+function positiveProbability(config, probabilities) {
+  return clip01(config.malignant_labels.reduce((sum, label) => sum + probabilities[label], 0));
+}
+
+function likelierDomain(m, probabilities) {
+  const [dermoscopy, clinical] = m.domains;
+  return (probabilities[dermoscopy] ?? 0) >= (probabilities[clinical] ?? 0) ? dermoscopy : clinical;
+}
+
+/** postprocess.image_domain and postprocess.lesion_check: {domain: {label, probabilities}, check}. */
+export function checkImage(m, checkProbabilities, checkConfig) {
+  const [dermoscopy, clinical] = m.domains;
+  const older = checkConfig.labels.includes(m.lesion_label); // the two-label check knew one domain
+  const probabilities = older
+    ? {
+        [dermoscopy]: clip01(checkProbabilities[m.lesion_label]),
+        [m.not_lesion_label]: clip01(checkProbabilities[m.not_lesion_label]),
+      }
+    : Object.fromEntries([...m.domains, m.not_lesion_label].map((l) => [l, clip01(checkProbabilities[l])]));
+  const score = clip01(
+    older ? checkProbabilities[m.lesion_label] : checkProbabilities[dermoscopy] + checkProbabilities[clinical],
+  );
+  const threshold = checkConfig.decision_threshold ?? m.default_threshold;
+  const label = score >= threshold ? likelierDomain(m, probabilities) : m.not_lesion_label;
+  return {
+    domain: { label, probabilities },
+    check: { passed: label !== m.not_lesion_label, score, threshold, message: m.lesion_check_messages[label] },
+  };
+}
+
+/** postprocess.decision_domain. */
+export function decisionDomain(m, domain) {
+  return m.domains.includes(domain.label) ? domain.label : likelierDomain(m, domain.probabilities);
+}
+
+/** postprocess.malignancy_score + malignancy_flag: `byTask` holds each package's {config, probabilities}. */
+export function malignancyCall(m, domain, byTask) {
+  const config = byTask.malignancy.config;
+  const scoreFrom = config.decision_scores?.[domain] ?? m.default_score;
+  const scored = byTask[m.score_tasks[scoreFrom]];
+  const score = positiveProbability(scored.config, scored.probabilities);
+  const threshold = config.decision_thresholds?.[domain] ?? config.decision_threshold ?? m.default_threshold;
+  return { score, flag: { flagged: score >= threshold, threshold, domain, score_from: scoreFrom } };
+}
+
 async function readBody(response, onBytes) {
   const reader = response.body.getReader();
   const chunks = [];
@@ -232,7 +282,7 @@ export class Engine {
   constructor(manifest, threads) {
     this.manifest = manifest;
     this.requestedThreads = threads;
-    this.packages = {}; // task -> {config, session, threshold}
+    this.packages = {}; // task -> {config, session, source}
   }
 
   url(relative) {
@@ -263,8 +313,7 @@ export class Engine {
         executionProviders: ["wasm"],
         graphOptimizationLevel: "all",
       });
-      const threshold = config.decision_threshold ?? m.default_threshold;
-      this.packages[task] = { config, session, threshold, source: file.source };
+      this.packages[task] = { config, session, source: file.source };
     }
     for (const task of ["malignancy", "lesion_type"]) {
       if (!this.packages[task]) throw new Error(`the server offers no ${task} model`);
@@ -324,30 +373,29 @@ export class Engine {
     const lesionType = await this.probabilities("lesion_type", tensors);
     const t3 = performance.now();
     let lesionCheck = null;
+    let imageDomain = null;
+    let decideFor = m.domains[0]; // no lesion check: called as dermoscopy, the domain the models were validated on
     if (this.packages.lesion_check) {
-      const pack = this.packages.lesion_check;
-      const score = clip01((await this.probabilities("lesion_check", tensors))[m.lesion_label]);
-      const passed = score >= pack.threshold;
-      lesionCheck = {
-        passed,
-        score,
-        threshold: pack.threshold,
-        message: passed ? m.messages.lesion_check_passed : m.messages.lesion_check_failed,
-      };
+      const checkProbabilities = await this.probabilities("lesion_check", tensors);
+      const { domain, check } = checkImage(m, checkProbabilities, this.packages.lesion_check.config);
+      [lesionCheck, imageDomain, decideFor] = [check, domain, decisionDomain(m, domain)];
     }
     const t4 = performance.now();
 
-    const mal = this.packages.malignancy;
-    const sumOf = (probs, labels) => clip01(labels.reduce((s, l) => s + probs[l], 0));
-    const malignancyProbability = sumOf(malignancy, mal.config.malignant_labels);
+    const byTask = {
+      malignancy: { config: this.packages.malignancy.config, probabilities: malignancy },
+      lesion_type: { config: this.packages.lesion_type.config, probabilities: lesionType },
+    };
+    const { score, flag } = malignancyCall(m, decideFor, byTask);
     const ranked = Object.entries(lesionType).sort((a, b) => b[1] - a[1]).slice(0, m.top_k);
     const result = {
       malignancy,
       lesion_type: lesionType,
-      malignancy_probability: malignancyProbability,
-      lesion_type_malignant_probability: sumOf(lesionType, this.packages.lesion_type.config.malignant_labels),
-      malignancy_flag: { flagged: malignancyProbability >= mal.threshold, threshold: mal.threshold },
+      malignancy_probability: score,
+      lesion_type_malignant_probability: positiveProbability(byTask.lesion_type.config, lesionType),
+      malignancy_flag: flag,
       lesion_check: lesionCheck,
+      image_domain: imageDomain,
       lesion_type_top: ranked.map(([label, probability]) => ({ label, name: m.names[label] ?? label, probability })),
       models: Object.fromEntries(
         Object.entries(this.packages).map(([task, p]) => [

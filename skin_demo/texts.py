@@ -1,0 +1,102 @@
+"""The words both pages show (the Gradio page in `ui`, the on-device page through manifest.json from `web.site`).
+
+Below both page modules, so neither has to import the other for its texts. The words about a malignancy call depend
+on the image domain: for dermoscopy they are the page's usual headline; for an ordinary photo they say plainly that
+such photos are much harder, quote the malignancy package's measured figures for them (`metrics.per_domain`), and
+never let a result below the threshold read as an all-clear.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from skin_demo.config import DOMAINS, PackageConfig
+from skin_demo.postprocess import CLINICAL, LESION_TYPE_SUM, score_from
+from skin_demo.taxonomy import display_name
+
+DISCLAIMER_SHORT = "Research demo, not a diagnosis. If a spot on your skin worries you, see a doctor."
+DISCLAIMER = (
+    "Research demo, not a diagnosis. These models were trained on one public dermoscopy dataset (HAM10000) "
+    "and make mistakes; they have not been clinically validated. Do not use them to decide whether to see a "
+    "doctor: if a spot on your skin worries you, changes, bleeds or itches, see a doctor or dermatologist."
+)
+FLAGGED = "Above the model's alert threshold"
+NOT_FLAGGED = "Below the model's alert threshold"
+CLINICAL_NOT_FLAGGED = "Below the model's alert threshold, but a photo cannot rule anything out"
+CLINICAL_HARDER = "Ordinary photos are much harder for the model than dermoscopy images."
+CLINICAL_MEASURED = (
+    "In tests on such photos it caught {caught} of 10 cancers and raised false alarms on {alarms} of 10 harmless spots."
+)
+CLINICAL_UNVALIDATED = "It was not validated on ordinary photos, so its answer may mean little."
+CLINICAL_SEE_A_DOCTOR = {
+    True: "Show this spot to a doctor.",
+    False: "If a spot worries you, changes or bleeds, see a doctor.",
+}
+SCORE_NAMES = {  # who gives the number the call was made on (postprocess.score_from)
+    "binary_head": "the malignancy model",
+    LESION_TYPE_SUM: "the lesion-type model (its malignant types together)",
+}
+
+
+@dataclass(frozen=True)
+class FlagWords:
+    """What a page says about one malignancy call.
+
+    domain_name: the image domain as shown ("Dermoscopy image", "Ordinary photo").
+    headline: above or below the alert threshold (never reassurance).
+    caveat: the domain's plain warning, shown above the charts; empty for dermoscopy.
+    score_name: who gave the number the call was made on, e.g. "the malignancy model".
+    """
+
+    domain_name: str
+    headline: str
+    caveat: str
+    score_name: str
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def flag_words(flagged: bool, domain: str, malignancy_config: PackageConfig) -> FlagWords:
+    """The words for a malignancy call in `domain` (postprocess.MalignancyFlag's `flagged` and `domain`)."""
+    score_name = SCORE_NAMES[score_from(malignancy_config, domain)]
+    if domain != CLINICAL:
+        return FlagWords(display_name(domain), FLAGGED if flagged else NOT_FLAGGED, "", score_name)
+    figures = _measured(malignancy_config.metrics, domain)
+    measured = CLINICAL_UNVALIDATED if figures is None else CLINICAL_MEASURED.format(**figures)
+    caveat = " ".join((CLINICAL_HARDER, measured, CLINICAL_SEE_A_DOCTOR[flagged]))
+    return FlagWords(display_name(domain), FLAGGED if flagged else CLINICAL_NOT_FLAGGED, caveat, score_name)
+
+
+def all_flag_words(malignancy_config: PackageConfig) -> dict[str, dict[str, dict[str, str]]]:
+    """flag_words for every domain and outcome, as {domain: {"flagged" | "not_flagged": FlagWords as JSON}}: what
+    the on-device page looks its words up in."""
+    return {
+        domain: {key: flag_words(flagged, domain, malignancy_config).to_json()
+                 for key, flagged in (("flagged", True), ("not_flagged", False))}
+        for domain in DOMAINS
+    }  # fmt: skip
+
+
+def of_ten(rate: float) -> int:
+    """A rate as "N of 10", rounded half up."""
+    return math.floor(10 * rate + 0.5)
+
+
+def _measured(metrics: dict[str, Any], domain: str) -> dict[str, int] | None:
+    """How many of 10 cancers the package caught and of 10 harmless spots it flagged on `domain`'s test photos, or
+    None where it records no such test. Rounded so as never to flatter it: "10 of 10" only when it caught every
+    one, "0 of 10" false alarms only when it raised none."""
+    figures = metrics.get("per_domain", {})
+    figures = figures.get(domain) if isinstance(figures, dict) else None
+    if not isinstance(figures, dict):
+        return None
+    sensitivity, specificity = figures.get("sensitivity"), figures.get("specificity")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+               for v in (sensitivity, specificity)):  # fmt: skip
+        return None
+    caught = of_ten(sensitivity) if sensitivity == 1 else min(of_ten(sensitivity), 9)
+    alarms = 0 if specificity == 1 else max(of_ten(1 - specificity), 1)
+    return {"caught": caught, "alarms": alarms}
