@@ -92,6 +92,12 @@ class ImageDomain:
         return {"label": self.label, "probabilities": dict(self.probabilities)}
 
 
+def reaches(score: float, threshold: float) -> bool:
+    """The one comparison every call makes (malignancy flag, lesion check, training's reports): a score at or above
+    its threshold."""
+    return bool(score >= threshold)
+
+
 def decision_threshold(config: PackageConfig) -> float:
     """The package's validated decision threshold, or DEFAULT_THRESHOLD where it records none."""
     return DEFAULT_THRESHOLD if config.decision_threshold is None else float(config.decision_threshold)
@@ -132,7 +138,7 @@ def image_domain(check_probabilities: dict[str, float], check_config: PackageCon
                          NOT_LESION: _clip(check_probabilities[NOT_LESION])}  # fmt: skip
     else:
         probabilities = {label: _clip(check_probabilities[label]) for label in DOMAIN_LABELS}
-    if _lesion_score(check_probabilities, check_config) < decision_threshold(check_config):
+    if not reaches(_lesion_score(check_probabilities, check_config), decision_threshold(check_config)):
         return ImageDomain(NOT_LESION, probabilities)
     return ImageDomain(_likelier_domain(probabilities), probabilities)
 
@@ -178,7 +184,7 @@ def malignancy_score(
 def malignancy_flag(score: float, config: PackageConfig, domain: str = DERMOSCOPY) -> MalignancyFlag:
     """Flag the image when `score` (see malignancy_score) >= the malignancy package's threshold for `domain`."""
     threshold = domain_threshold(config, domain)
-    return MalignancyFlag(flagged=bool(score >= threshold), threshold=threshold, domain=domain,
+    return MalignancyFlag(flagged=reaches(score, threshold), threshold=threshold, domain=domain,
                           score_from=score_from(config, domain))  # fmt: skip
 
 

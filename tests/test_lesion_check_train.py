@@ -17,9 +17,9 @@ from PIL import Image
 from skin_demo.config import ONNX_METADATA_KEY, PackageConfig
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack
-from skin_demo.postprocess import lesion_check
+from skin_demo.postprocess import DOMAIN_LABELS, image_domain, lesion_check
 from skin_demo.train.cli import main
-from skin_demo.train.lesion_check import fit_logistic_regression, linear_head, nuisance, p_lesion
+from skin_demo.train.lesion_check import fit_mlp, nuisance, probabilities, torch_head
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 
 CATEGORIES = ("everyday photo", "rash or other skin disease", "healthy skin", "hands and faces", "document")
@@ -32,7 +32,8 @@ def _noise_image(path: Path, rng: np.random.Generator, base: tuple[int, int, int
 
 
 def _fake_sources(root: Path) -> dict[str, Path]:
-    """HAM10000, ISIC 2017, not_lesion and malignant-vs-benign folders in their real layouts, a few images each."""
+    """HAM10000, ISIC 2017, clinical, not_lesion and malignant-vs-benign folders in their real layouts, a few images
+    each."""
     rng = np.random.default_rng(0)
     ham = make_fake_ham10000(root / "ham", per_class=6)
     isic = root / "isic"
@@ -65,7 +66,19 @@ def _fake_sources(root: Path) -> dict[str, Path]:
             writer.writerow(["train", "malignant", f"{i}.jpg", "", "", "", "", ""])
         _noise_image(mvb / "train" / "benign" / "9.jpg", rng, (160, 100, 90), size=(56, 56))
         writer.writerow(["train", "benign", "9.jpg", "ISIC_0000001", "HAM_0000001", "nv", "0.99", "0.5"])
-    return {"ham": ham, "isic": isic, "not_lesion": not_lesion, "mvb": mvb}
+    clinical = root / "clinical"
+    clinical.mkdir()
+    with (clinical / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "source", "source_label", "ham7", "malignant", "group_id", "split", "width",
+                         "height", "source_path"])
+        for i, (source, split) in enumerate([("dermnet", "train")] * 3 + [("sd198", "train")] * 2
+                                            + [("dermnet", "val"), ("sd198", "val"), ("dermnet", "test"),
+                                               ("sd198", "test"), ("sd198", "test")]):
+            image_id = f"{'DN' if source == 'dermnet' else 'SD'}_{i:04d}"
+            _noise_image(clinical / "images" / f"{image_id}.jpg", rng, (200, 150, 130), size=(96, 72))
+            writer.writerow([image_id, source, "Melanoma", "mel", 1, image_id, split, 96, 72, "x.jpg"])
+    return {"ham": ham, "isic": isic, "not_lesion": not_lesion, "mvb": mvb, "clinical": clinical}
 
 
 @pytest.mark.slow
@@ -74,9 +87,10 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
     split = write_fake_split(sources["ham"], tmp_path / "ham_split.csv")
     package, not_lesion_split = tmp_path / "package", tmp_path / "not_lesion_split.csv"
     argv = ["lesion-check", "--ham", str(sources["ham"]), "--ham-split", str(split), "--isic", str(sources["isic"]),
-            "--not-lesion", str(sources["not_lesion"]), "--mvb", str(sources["mvb"]),
+            "--not-lesion", str(sources["not_lesion"]), "--mvb", str(sources["mvb"]), "--clinical", str(sources["clinical"]),
             "--not-lesion-split", str(not_lesion_split), "--arch", "test_efficientnet", "--no-pretrained",
             "--image-size", "32", "--taps", "2", "--positive-copies", "1", "--negative-copies", "1",
+            "--clinical-copies", "1",
             "--cost-images", "3", "--flat-images", "10",
             "--threads", "1", "--out", str(tmp_path / "run"), "--package", str(package)]
     assert main(argv) == 0
@@ -85,7 +99,7 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
 
     pack = ModelPack.load(package)
     config = pack.config
-    assert (config.task, config.labels, config.malignant_labels) == ("lesion_check", ("lesion", "not_lesion"), ())
+    assert (config.task, config.labels, config.malignant_labels) == ("lesion_check", DOMAIN_LABELS, ())
     assert 0 < config.decision_threshold < 1
     embedded = onnx.load(str(package / "model.onnx")).metadata_props
     embedded_json = {p.key: p.value for p in embedded}[ONNX_METADATA_KEY]
@@ -109,13 +123,26 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
     assert len(test_files) == 5
     per_source = config.metrics["per_source"]
     assert per_source["ham10000"]["n"] == 14 and per_source["isic2017"]["n"] == 2
+    # Clinical photos per atlas and together (where the targets apply); the domain found is what image_domain says.
+    assert {k: per_source[k]["n"] for k in ("clinical_dermnet", "clinical_sd198", "clinical_all")} == {
+        "clinical_dermnet": 1, "clinical_sd198": 2, "clinical_all": 3}
+    clinical_test = [sources["clinical"] / "images" / f"{name}.jpg" for name in ("DN_0007", "SD_0008", "SD_0009")]
+    calls = []
+    for path in clinical_test:
+        p = dict(zip(config.labels, pack.probabilities(preprocess(load_image(path), config.preprocess)[None])[0]))
+        calls.append((lesion_check(p, config).passed, image_domain(p, config).label))
+    assert per_source["clinical_all"]["passed"] == sum(passed for passed, _ in calls)
+    assert per_source["clinical_all"].get("own_domain", 0) == sum(passed and d == "clinical" for passed, d in calls)
+    # Each fitted positive source is left out once.
+    assert set(config.metrics["leave_one_source_out"]) == {"ham10000", "isic2017", "clinical_dermnet",
+                                                           "clinical_sd198"}
     # MVB: the copy of an ISIC 2017 training image is reported apart; the HAM10000 copy is not used at all.
     assert per_source["mvb_non_ham_seen"]["n"] == 1 and per_source["mvb_non_ham"]["n"] == 2
     # The robustness rows: the same test images, each through one nuisance.
     robustness = config.metrics["robustness"]
     assert {k: v["n"] for k, v in robustness.items()} == {
-        "ham10000+nuisance": 14, "isic2017+nuisance": 2, "not_lesion+nuisance": 5,
-        "flat or blank picture (generated)": 5}
+        "ham10000+nuisance": 14, "isic2017+nuisance": 2, "clinical_dermnet+nuisance": 1,
+        "clinical_sd198+nuisance": 2, "not_lesion+nuisance": 5, "flat or blank picture (generated)": 5}
     assert {"decode", "preprocess", "model", "model_p10", "threads"} <= set(config.metrics["cost_ms"])
     assert {"trained_at", "hardware", "train_minutes", "code_commit"} <= set(config.provenance)
     card = (package / "README.md").read_text()
@@ -134,14 +161,15 @@ def test_nuisance_is_seeded_and_keeps_an_rgb_image():
     assert len({np.asarray(a).tobytes() for a in first}) == 20
 
 
-def test_logistic_regression_folds_the_standardisation_into_the_exported_layer():
+def test_mlp_folds_the_standardisation_into_the_exported_layers():
     rng = np.random.default_rng(0)
-    lesion = rng.random(400) < 0.8
-    # Features on wildly different scales and offsets; only the first one carries the class.
-    features = rng.normal(0, 1, (400, 5)) * np.array([1000, 0.01, 5, 1, 50]) + np.array([500, -3, 0, 7, 1e4])
-    features[:, 0] += np.where(lesion, 6000, 0)
-    weights, bias = fit_logistic_regression(features.astype(np.float32), lesion, l2=1e-3)
-    p = p_lesion(features.astype(np.float32), weights, bias)
-    assert np.mean((p >= 0.5) == lesion) > 0.95
-    logits = linear_head(weights, bias)(torch.from_numpy(features.astype(np.float32))).detach()
-    assert np.allclose(torch.softmax(logits, dim=1)[:, 0].numpy(), p, atol=1e-4)
+    labels = rng.integers(0, 3, 600)
+    # Features on wildly different scales and offsets; only the first two carry the class.
+    features = rng.normal(0, 1, (600, 5)) * np.array([1000, 0.01, 5, 1, 50]) + np.array([500, -3, 0, 7, 1e4])
+    features[:, 0] += np.where(labels == 1, 6000, 0)
+    features[:, 1] += np.where(labels == 2, 0.2, 0)
+    layers = fit_mlp(features.astype(np.float32), labels, alpha=1e-3)
+    p = probabilities(features.astype(np.float32), layers)
+    assert np.mean(p.argmax(1) == labels) > 0.95
+    logits = torch_head(layers)(torch.from_numpy(features.astype(np.float32))).detach()
+    assert np.allclose(torch.softmax(logits, dim=1).numpy(), p, atol=1e-4)

@@ -22,6 +22,8 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn import metrics as sk
 
+from skin_demo.postprocess import DEFAULT_THRESHOLD, reaches
+
 # A class counts as weak when its F1 or its recall on the held-out split is below this.
 WEAK_CLASS_FLOOR = 0.5
 # Fewer test images than this and a per-class number is too noisy to read on its own.
@@ -256,8 +258,9 @@ def compute_report(
     """Measure predicted probabilities `probs` [N, K] against true label indices `y_true` [N].
 
     The predicted label is the arg-max of `probs`, except for a two-label task, where it is the positive label
-    when p(positive) >= `threshold` (default 0.5) -- the rule the app applies with the package's
-    decision_threshold, so accuracy and the confusion matrix describe what a user would see. `predicted` (label
+    when p(positive) reaches `threshold` (`postprocess.reaches`; default `postprocess.DEFAULT_THRESHOLD`): the
+    rule the app applies with the package's decision threshold, so accuracy and the confusion matrix describe what
+    a user would see. `predicted` (label
     indices [N]) overrides that rule with calls made elsewhere (evaluate passes postprocess.malignancy_flag's).
     `positive_label` defaults to "malignant" when it is a label, else to the second label.
 
@@ -288,8 +291,8 @@ def compute_report(
         if positive_label not in labels:
             raise ValueError(f"positive_label {positive_label!r} is not one of {list(labels)}")
         pos = labels.index(positive_label)
-        threshold = 0.5 if threshold is None else float(threshold)
-        pred = np.where(p[:, pos] >= threshold, pos, 1 - pos)
+        threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        pred = np.where([reaches(score, threshold) for score in p[:, pos].tolist()], pos, 1 - pos)
     else:
         if positive_label is not None or threshold is not None:
             raise ValueError("positive_label and threshold only apply to a two-label task")

@@ -2,18 +2,18 @@
 image, an ordinary (clinical) photo of a skin lesion, or not a skin-lesion close-up at all?
 
 A frozen ImageNet EfficientNet-Lite0, cut after stage 5, turns each image into the pooled outputs of its stages
-3-5, and a multinomial logistic regression on those features tells dermoscopy close-ups (HAM10000 and ISIC 2017:
+3-5, and a small MLP (one hidden layer) on those features tells dermoscopy close-ups (HAM10000 and ISIC 2017:
 `dermoscopy`) and ordinary camera photos of a lesion (DermNet NZ and SD-198: `clinical`) from what else a visitor
 may upload (../not_lesion: everyday photos, rashes, healthy skin, hands and faces, documents; plus generated flat
-pictures: `not_lesion`). Network and regression (its coefficients copied into a linear layer) are exported as one
+pictures: `not_lesion`). Network and MLP (its weights copied into torch layers) are exported as one
 ONNX graph, so serving runs the check like any other package and calls it with `postprocess.lesion_check` and
 `postprocess.image_domain`. Features are extracted once with ONNX Runtime and cached under `--out`. Each positive
 source is also left out once (`loso.py`).
 
-Both classes get the same nuisances (colour casts, black vignettes and frames, squashed aspect, low resolution and
+All classes get the same nuisances (colour casts, black vignettes and frames, squashed aspect, low resolution and
 JPEG, rotations): dermoscopy from another clinic looks like that, and a nuisance seen on one class only would
-become a cue. The decision threshold is the highest P(lesion) that still passes 99 % of each positive source's
-validation images. Test numbers come from the exported file through the serving path (`load_image`, `preprocess`,
+become a cue. The decision threshold is the highest P(dermoscopy) + P(clinical) that still passes 99 % of each
+dermoscopy source's and 95 % of each clinical atlas's validation images (`--min-val-pass`). Test numbers come from the exported file through the serving path (`load_image`, `preprocess`,
 `ModelPack`, `lesion_check`), per source and per not_lesion category.
 
     python -m skin_demo.train lesion-check --ham ../shared/data/ham10000 --isic ../shared/data/isic2017 \\
@@ -58,8 +58,10 @@ def register(subparsers) -> None:
     parser.add_argument("--positive-copies", type=int, default=1, help="augmented copies of each positive")
     parser.add_argument("--clinical-copies", type=int, default=3, help="augmented copies of each clinical photo")
     parser.add_argument("--negative-copies", type=int, default=3, help="augmented copies of each negative")
-    parser.add_argument("--min-val-pass", type=float, default=MIN_VAL_PASS_RATE,
-                        help="share of each positive source's validation images the threshold must pass")
+    parser.add_argument("--min-val-pass", type=float, nargs=2, metavar=("DERMOSCOPY", "CLINICAL"),
+                        default=[MIN_VAL_PASS_RATE["dermoscopy"], MIN_VAL_PASS_RATE["clinical"]],
+                        help="share of each dermoscopy source's / clinical atlas's validation images the threshold "
+                             "must pass")
     parser.add_argument("--flat-images", type=int, default=400, help="generated flat pictures to fit on")
     parser.add_argument("--cost-images", type=int, default=100, help="images timed for the cost figure")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the machine is usually shared)")

@@ -34,7 +34,7 @@ from skin_demo.train.lesion_check.data import (
     write_not_lesion_split,
 )
 from skin_demo.train.lesion_check.features import LesionCheckNet, PooledFeatures, cached_features, extract_features
-from skin_demo.train.lesion_check.head import Head, choose_head, linear_head
+from skin_demo.train.lesion_check.head import HIDDEN_UNITS, Head, choose_head, torch_head
 from skin_demo.train.lesion_check.loso import leave_one_source_out
 from skin_demo.train.lesion_check.measure import (
     TARGETS,
@@ -102,16 +102,17 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     # None: extracted by a run that kept no timing; the provenance then leaves the figure out.
     feature_minutes = None if None in extraction_seconds else round(sum(extraction_seconds) / 60, 1)
 
-    head = choose_head(x_fit, y_fit, x_val_pos, val_items, x_val_neg, args.min_val_pass)
-    log.info("chose C %g: threshold %.4f, val rejection %.4f, domain accuracy %.4f", head.c, head.threshold,
-             head.val_rejection, head.val_domain_accuracy)
+    min_pass = {DERMOSCOPY: args.min_val_pass[0], CLINICAL: args.min_val_pass[1]}
+    head = choose_head(x_fit, y_fit, x_val_pos, val_items, x_val_neg, min_pass)
+    log.info("chose alpha %g: threshold %.4f, val rejection %.4f, domain accuracy %.4f", head.alpha,
+             head.threshold, head.val_rejection, head.val_domain_accuracy)
     loso = leave_one_source_out(
         head, x_fit, y_fit, [i.group for i in fitted_items + fit_flat], x_val_pos, val_items, x_val_neg,
         test_items=tested_pos[0][0] + tested_pos[1][0], x_test=np.concatenate([tested_pos[0][1], tested_pos[1][1]]),
-        min_pass_rate=args.min_val_pass)
+        min_pass=min_pass)
 
     config = dataclasses.replace(config, decision_threshold=head.threshold)
-    net = LesionCheckNet(features, linear_head(head.weights, head.bias)).eval()
+    net = LesionCheckNet(features, torch_head(head.layers)).eval()
     parity_items = val_items[:8] + val_items[-8:] + [i for i in items if i.subset == "val" and not i.lesion][:16]
     proto, config = build_package(net, config, np.stack([preprocess(load_image(i.path), pre) for i in parity_items]))
 
@@ -146,11 +147,11 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     minutes = round((time.perf_counter() - started) / 60, 1)
 
     val = {"pass_rate": head.val_pass, "rejection_rate": head.val_rejection,
-           "domain_accuracy": head.val_domain_accuracy, "C": head.c}
+           "domain_accuracy": head.val_domain_accuracy, "alpha": head.alpha}
     metrics = _metrics(report, per_group, robustness, val, loso, cost)
     counts = {label: len(fitted[label][0]) for label in DOMAIN_LABELS} | {"flat_generated": len(fit_flat)}
     provenance = {**config.provenance,
-                  **_provenance(args, head, x_fit.shape[1], counts, copies, minutes, feature_minutes)}
+                  **_provenance(args, head, x_fit.shape[1], counts, copies, min_pass, minutes, feature_minutes)}
     config = dataclasses.replace(config, metrics=metrics, provenance=provenance)
     package = write_package(Path(args.package), proto, config, render_card(config))
     # eval/ holds this evaluation only: files an older report wrote must not sit beside the new numbers.
@@ -178,7 +179,7 @@ def _metrics(report, per_group: dict[str, dict], robustness: dict[str, dict], va
 
 
 def _provenance(args, head: Head, n_features: int, fit_counts: dict[str, int], copies: dict[str, int],
-                minutes: float, feature_minutes: float | None) -> dict:
+                min_pass: dict[str, float], minutes: float, feature_minutes: float | None) -> dict:
     """config.json `provenance`: what data, code, machine and settings made the package, and how long it took."""
     return {
         "data": "dermoscopy: HAM10000 (200x150 copy) train split + ISIC 2017 train split; clinical: clinical photos "
@@ -193,13 +194,13 @@ def _provenance(args, head: Head, n_features: int, fit_counts: dict[str, int], c
         "feature_extraction_minutes": feature_minutes,
         "method": f"Frozen {'ImageNet' if not args.no_pretrained else 'random'} {args.arch}, cut after stage "
                   f"{max(args.taps)}: globally pooled outputs of stages {sorted(args.taps)} ({n_features} features) -> "
-                  f"scikit-learn class-balanced multinomial logistic regression over {list(DOMAIN_LABELS)} "
-                  f"(C {head.c:g}), exported as one linear layer",
+                  f"scikit-learn class-balanced MLP (one hidden layer of {HIDDEN_UNITS} ReLU units, L2 alpha "
+                  f"{head.alpha:g}) over {list(DOMAIN_LABELS)}, exported as two linear layers",
         "fit_images": {**fit_counts, "augmented_copies": copies},
-        "threshold_rule": {"min_val_pass_rate": args.min_val_pass,
+        "threshold_rule": {"min_val_pass_rate": min_pass,
                            "text": "P(dermoscopy) + P(clinical) >= threshold passes; the threshold is the highest "
-                                   f"that passes >= {args.min_val_pass:.0%} of each positive source's validation "
-                                   "images (HAM10000, ISIC 2017, DermNet, SD-198)"},
+                                   f"that passes >= {min_pass[DERMOSCOPY]:.0%} of each dermoscopy source's and >= "
+                                   f"{min_pass[CLINICAL]:.0%} of each clinical atlas's validation images"},
         "args": jsonable(vars(args)),
     }
 
