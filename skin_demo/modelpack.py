@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 MAX_DEFAULT_THREADS = 4
 MAX_CONFIG_BYTES = 1024 * 1024  # a real config.json is a few kB; anything this large is not one
+# A real config nests about 5 levels (metrics per source per domain). Its metrics travel in every /predict answer
+# a few levels further down, and the response encoder (orjson) gives up at 255: a config that parsed fine at 900
+# levels broke every request.
+MAX_CONFIG_DEPTH = 32
 
 
 class PackageError(ValueError):
@@ -200,6 +206,26 @@ class ModelPack:
             )
 
 
+@dataclass(frozen=True)
+class Models(Mapping[str, ModelPack]):
+    """The packages in use, by task (a registry like rembg's sessions: looked up by name, loaded once), and per task
+    what a visitor should know about where its package came from (a Hub package not in use, an unpinned revision).
+
+    Build with `skin_demo.hub.load_models`; a Predictor takes it with `Predictor.from_models`."""
+
+    packs: Mapping[str, ModelPack]
+    notices: Mapping[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, task: str) -> ModelPack:
+        return self.packs[task]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.packs)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis, float32."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -214,7 +240,24 @@ def _parse_json(text: str, path: Path, what: str = "config") -> dict[str, Any]:
         raise PackageError(f"{path}: {what} is {exc}") from None
     if not isinstance(raw, dict):
         raise PackageError(f"{path}: {what} is not a JSON object")
+    if _nested_deeper_than(raw, MAX_CONFIG_DEPTH):
+        raise PackageError(f"{path}: {what} nests objects or lists more than {MAX_CONFIG_DEPTH} levels deep; a package "
+                           "config needs a handful")  # fmt: skip
     return raw
+
+
+def _nested_deeper_than(document: Any, limit: int) -> bool:
+    """Whether a parsed JSON document nests dicts or lists more than `limit` levels (walked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _parse_config(raw: dict[str, Any], path: Path, what: str = "config") -> PackageConfig:

@@ -5,19 +5,55 @@ malignancy call for that domain."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from skin_demo import postprocess
-from skin_demo.config import PreprocessConfig
+from skin_demo.config import PackageConfig, PreprocessConfig
 from skin_demo.imaging import ImageSource, load_image, preprocess
 from skin_demo.modelpack import ModelPack
-from skin_demo.postprocess import DERMOSCOPY, ImageDomain, LesionCheck, MalignancyFlag
+from skin_demo.postprocess import (
+    DERMOSCOPY,
+    DOMAIN_LABELS,
+    LESION_LABEL,
+    NOT_LESION,
+    ImageDomain,
+    LesionCheck,
+    MalignancyFlag,
+)
 from skin_demo.taxonomy import display_name
 
 TOP_K = 3
+
+
+def _malignancy_problem(config: PackageConfig) -> str | None:
+    return None if config.malignant_labels else "a malignancy package needs malignant_labels"
+
+
+def _lesion_check_problem(config: PackageConfig) -> str | None:
+    if postprocess.is_lesion_check(config):
+        return None
+    return (f"a lesion_check package needs the labels {list(DOMAIN_LABELS)} (or, in its older form, "
+            f"{[LESION_LABEL, NOT_LESION]}); it has {list(config.labels)}")  # fmt: skip
+
+
+# The slots a Predictor fills, by task name (as rembg looks its sessions up by model name), each with what a package
+# must have to fill it. A package's config names its task; skin_demo.hub loads one package per slot.
+TASKS: dict[str, Callable[[PackageConfig], str | None]] = {
+    "malignancy": _malignancy_problem,
+    "lesion_type": lambda config: None,
+    "lesion_check": _lesion_check_problem,
+}
+
+
+def slot_problem(pack: ModelPack, task: str) -> str | None:
+    """Why `pack` cannot fill the `task` slot (None when it can): another task, or what the slot needs is missing."""
+    if pack.config.task != task:
+        return f"task is {pack.config.task!r}, expected {task!r} for this slot"
+    return TASKS[task](pack.config)
 
 
 @dataclass(frozen=True)
@@ -96,6 +132,11 @@ class Predictor:
         # Decode JPEGs only at the detail the largest model input needs: the shorter side that preprocess
         # resizes to before cropping.
         self._draft_size = max(p.config.preprocess.resize_shorter_side for p in self.packs)
+
+    @classmethod
+    def from_models(cls, models: Mapping[str, ModelPack], *, top_k: int = TOP_K) -> Predictor:
+        """A Predictor for the packages in use, by task (`skin_demo.hub.load_models`); the lesion check is optional."""
+        return cls(models["malignancy"], models["lesion_type"], models.get("lesion_check"), top_k=top_k)
 
     def predict(self, image: ImageSource) -> Prediction:
         """Analyse one image (a path, bytes, a file object or a PIL image).

@@ -1,24 +1,25 @@
-"""Where the three models come from, and the serving knobs: environment variables and an optional settings file.
+"""The serving settings: environment variables and an optional settings file, read and checked, nothing loaded.
 
-Default: the packages bundled in `models/malignancy`, `models/lesion_type` and `models/lesion_check` (the check
-that an image is a skin-lesion close-up at all). Per task a Hugging Face Hub repo
-and a pinned revision may be configured instead; if the Hub cannot be reached or serves an invalid package the
-app falls back to the bundled package and says why (log and UI). A broken bundled package is a startup error.
+Which package each task uses (the bundled folder, or a Hugging Face Hub repo pinned to a commit) and how the Hub is
+reached are settings; loading the packages and falling back from the Hub is skin_demo.hub's job.
 
 Environment variables (they override the settings file):
   SKIN_DEMO_SETTINGS                  path of a TOML settings file (default: none)
   SKIN_DEMO_MODELS_DIR                folder with the bundled `malignancy/`, `lesion_type/`, `lesion_check/`
   SKIN_DEMO_MALIGNANCY_REPO           Hub repo id of the malignancy package, e.g. org/skin-demo-malignancy
-  SKIN_DEMO_MALIGNANCY_REVISION       its pinned revision: a commit sha (best) or a tag
+  SKIN_DEMO_MALIGNANCY_REVISION       its revision: a 40-hex commit sha (a branch or tag can move under the app)
   SKIN_DEMO_LESION_TYPE_REPO          same for the lesion-type package
   SKIN_DEMO_LESION_TYPE_REVISION
   SKIN_DEMO_LESION_CHECK_REPO         same for the lesion-check package
   SKIN_DEMO_LESION_CHECK_REVISION
+  SKIN_DEMO_ALLOW_UNPINNED            1: accept a branch or tag as revision (the page then says the model is unpinned)
   SKIN_DEMO_HUB_ENDPOINT              Hub URL (default: HF_ENDPOINT, else https://huggingface.co)
   SKIN_DEMO_HUB_TIMEOUT               seconds per Hub HTTP request before the Hub counts as down (default 5)
   SKIN_DEMO_HUB_DEADLINE              seconds for downloading one whole package (default 60)
+  SKIN_DEMO_HUB_MAX_FILE_MB           the largest file of a Hub package, in MB (default 200)
+  SKIN_DEMO_HUB_MAX_PACKAGE_MB        the largest Hub package, all its files together, in MB (default 300)
   SKIN_DEMO_THREADS                   ONNX Runtime intra-op threads per model (default: cores, at most 4)
-  SKIN_DEMO_CONCURRENCY               requests analysed at the same time (default: cores // threads, at least 1)
+  SKIN_DEMO_CONCURRENCY               requests analysed at the same time (default: cores // threads, at least 4)
   SKIN_DEMO_EXAMPLES_DIR              folder with the example images and manifest.csv
   HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN are honoured as huggingface_hub documents them.
 
@@ -33,8 +34,8 @@ The settings file uses the same names in lower case without the prefix, e.g.
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,17 +43,19 @@ from pathlib import Path
 from typing import Any
 
 from skin_demo.examples import DEFAULT_EXAMPLES_DIR
-from skin_demo.hub import DEFAULT_HUB_DEADLINE_S, DEFAULT_HUB_TIMEOUT_S, load_from_hub
-from skin_demo.modelpack import ModelPack, PackageError, available_cpus, default_threads
-from skin_demo.postprocess import DOMAIN_LABELS, LESION_LABEL, NOT_LESION, is_lesion_check
-
-log = logging.getLogger(__name__)
-
-TASKS = ("malignancy", "lesion_type", "lesion_check")
+from skin_demo.modelpack import available_cpus, default_threads
+from skin_demo.predictor import TASKS
 MIN_CONCURRENCY = 4
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 ENV_PREFIX = "SKIN_DEMO_"
+DEFAULT_HUB_TIMEOUT_S = 5.0  # per HTTP request: a Hub that does not answer within this is treated as down
+DEFAULT_HUB_DEADLINE_S = 60.0  # for a whole package (about 15 MB for the bundled architectures)
+# The bundled packages are 5-10 MB each; a package hundreds of MB large is a mistake or an attack, and without a
+# cap a repo declaring a 4 GB model.onnx filled the cache before ONNX Runtime refused it.
+DEFAULT_HUB_MAX_FILE_MB = 200.0
+DEFAULT_HUB_MAX_PACKAGE_MB = 300.0
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 class SettingsError(ValueError):
@@ -61,7 +64,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class HubSource:
-    """A model package on the Hugging Face Hub, pinned to one revision."""
+    """A model package on the Hugging Face Hub at one revision (a commit sha unless unpinned revisions are allowed)."""
 
     repo_id: str
     revision: str
@@ -69,19 +72,28 @@ class HubSource:
     def __str__(self) -> str:
         return f"{self.repo_id}@{self.revision}"
 
+    @property
+    def pinned(self) -> bool:
+        """Whether the revision is a commit sha, the only kind of revision that cannot change under the app."""
+        return is_commit_sha(self.revision)
+
 
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about serving. Build with `Settings.from_env()` or directly (tests)."""
 
     models_dir: Path = DEFAULT_MODELS_DIR
-    # Per task: a Hub source, or None for the bundled package. An incomplete source (repo without revision)
-    # is kept as a message, so the app can fall back and say why.
+    # Per task: a Hub source, or None for the bundled package. A source the app must not use (a repo without a
+    # revision, a branch name while unpinned revisions are not allowed) is kept as a message instead, so the app can
+    # fall back and say why.
     hub: Mapping[str, HubSource | None] = field(default_factory=dict)
     hub_problems: Mapping[str, str] = field(default_factory=dict)
+    allow_unpinned: bool = False
     hub_endpoint: str | None = None
     hub_timeout_s: float = DEFAULT_HUB_TIMEOUT_S
     hub_deadline_s: float = DEFAULT_HUB_DEADLINE_S
+    hub_max_file_bytes: int = int(DEFAULT_HUB_MAX_FILE_MB * 1e6)
+    hub_max_package_bytes: int = int(DEFAULT_HUB_MAX_PACKAGE_MB * 1e6)
     threads: int | None = None
     concurrency: int | None = None
     examples_dir: Path = DEFAULT_EXAMPLES_DIR
@@ -104,7 +116,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read the settings file named by SKIN_DEMO_SETTINGS (if any), then the SKIN_DEMO_* variables."""
+        """Read the settings file named by SKIN_DEMO_SETTINGS (if any), then the SKIN_DEMO_* variables.
+
+        Raises SettingsError naming the setting whose value cannot be used."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         settings_file = env.get(ENV_PREFIX + "SETTINGS")
@@ -114,6 +128,7 @@ class Settings:
         def get(name: str) -> Any:
             return env.get(ENV_PREFIX + name.upper()) or values.get(name)
 
+        allow_unpinned = _flag(get("allow_unpinned"), "allow_unpinned")
         hub: dict[str, HubSource | None] = {}
         problems: dict[str, str] = {}
         for task in TASKS:
@@ -121,12 +136,18 @@ class Settings:
             repo = env.get(f"{ENV_PREFIX}{task.upper()}_REPO") or section.get("repo")
             revision = env.get(f"{ENV_PREFIX}{task.upper()}_REVISION") or section.get("revision")
             hub[task] = None
-            if repo and revision:
+            name = f"{ENV_PREFIX}{task.upper()}_REVISION"
+            if repo and revision and (allow_unpinned or is_commit_sha(str(revision))):
                 hub[task] = HubSource(str(repo), str(revision))
+            elif repo and revision:
+                problems[task] = (
+                    f"{name} is {str(revision)[:60]!r}, not a 40-hex commit sha; a branch or tag can change under the "
+                    f"app, so a Hub model is pinned to a commit (set {ENV_PREFIX}ALLOW_UNPINNED=1 to accept it anyway)"
+                )
             elif repo or revision:
                 problems[task] = (
-                    f"{ENV_PREFIX}{task.upper()}_REPO and {ENV_PREFIX}{task.upper()}_REVISION must both be set "
-                    f"(got repo={repo!r}, revision={revision!r}); a Hub model is always pinned to a revision"
+                    f"{ENV_PREFIX}{task.upper()}_REPO and {name} must both be set; a Hub model is always pinned to a "
+                    "revision"
                 )
         models_dir = get("models_dir")
         examples_dir = get("examples_dir")
@@ -134,87 +155,23 @@ class Settings:
             models_dir=Path(models_dir) if models_dir else DEFAULT_MODELS_DIR,
             hub=hub,
             hub_problems=problems,
+            allow_unpinned=allow_unpinned,
             hub_endpoint=get("hub_endpoint") or None,
             hub_timeout_s=_number(get("hub_timeout"), "hub_timeout", DEFAULT_HUB_TIMEOUT_S),
             hub_deadline_s=_number(get("hub_deadline"), "hub_deadline", DEFAULT_HUB_DEADLINE_S),
+            hub_max_file_bytes=int(1e6 * _number(get("hub_max_file_mb"), "hub_max_file_mb", DEFAULT_HUB_MAX_FILE_MB)),
+            hub_max_package_bytes=int(
+                1e6 * _number(get("hub_max_package_mb"), "hub_max_package_mb", DEFAULT_HUB_MAX_PACKAGE_MB)
+            ),
             threads=_positive_int(get("threads"), "threads"),
             concurrency=_positive_int(get("concurrency"), "concurrency"),
             examples_dir=Path(examples_dir) if examples_dir else DEFAULT_EXAMPLES_DIR,
         )
 
 
-@dataclass(frozen=True)
-class LoadedModels:
-    """The three packages in use, and for each task why the configured Hub package is not in use (if it is not)."""
-
-    malignancy: ModelPack
-    lesion_type: ModelPack
-    lesion_check: ModelPack
-    notices: Mapping[str, str] = field(default_factory=dict)
-
-    def __iter__(self):
-        return iter((self.malignancy, self.lesion_type, self.lesion_check))
-
-
-def load_models(settings: Settings | None = None) -> LoadedModels:
-    """Load the three packages as configured, falling back to the bundled package when the Hub one fails.
-
-    Raises PackageError (naming the file) when a bundled package that is needed is missing or invalid.
-    """
-    settings = settings or Settings.from_env()
-    packs: dict[str, ModelPack] = {}
-    notices: dict[str, str] = {}
-    for task in TASKS:
-        packs[task], notice = _load_task(task, settings)
-        if notice:
-            notices[task] = notice
-    return LoadedModels(**packs, notices=notices)
-
-
-def _load_task(task: str, settings: Settings) -> tuple[ModelPack, str | None]:
-    source = settings.hub.get(task)
-    problem = settings.hub_problems.get(task)
-    if source is not None:
-        try:
-            pack = load_from_hub(
-                source.repo_id,
-                source.revision,
-                threads=settings.ort_threads,
-                endpoint=settings.hub_endpoint,
-                timeout_s=settings.hub_timeout_s,
-                deadline_s=settings.hub_deadline_s,
-            )
-            _check_task(pack, task, where=f"hub {source}")
-            log.info("%s: using %s", task, pack.source)
-            return pack, None
-        except PackageError as exc:
-            problem = str(exc)
-    bundled = settings.bundled_dir(task)
-    pack = ModelPack.load(bundled, source=f"bundled {_display_path(bundled)}", threads=settings.ort_threads)
-    _check_task(pack, task, where=str(bundled / "config.json"))
-    if problem:
-        notice = f"The {task.replace('_', '-')} model from the Hub is not in use ({problem}); using the bundled model."
-        log.warning("%s: falling back to %s: %s", task, pack.source, problem)
-        return pack, notice
-    log.info("%s: using %s", task, pack.source)
-    return pack, None
-
-
-def _check_task(pack: ModelPack, task: str, where: str) -> None:
-    if pack.config.task != task:
-        raise PackageError(f"{where}: task is {pack.config.task!r}, expected {task!r} for this slot")
-    if task == "malignancy" and not pack.config.malignant_labels:
-        raise PackageError(f"{where}: a malignancy package needs malignant_labels")
-    if task == "lesion_check" and not is_lesion_check(pack.config):
-        raise PackageError(f"{where}: a lesion_check package needs the labels {list(DOMAIN_LABELS)} (or, in its older "
-                           f"form, {[LESION_LABEL, NOT_LESION]}); it has {list(pack.config.labels)}")
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+def is_commit_sha(revision: str) -> bool:
+    """Whether `revision` is a full commit sha (40 lower-case hex digits), as the Hub names commits."""
+    return COMMIT_SHA.fullmatch(revision) is not None
 
 
 def _read_settings_file(path: Path) -> dict[str, Any]:
@@ -227,15 +184,26 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: not valid TOML ({exc})") from None
 
 
+def _flag(value: Any, name: str) -> bool:
+    if value in (None, "", False):
+        return False
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, got {value!r}")
+
+
 def _number(value: Any, name: str, default: float) -> float:
     if value in (None, ""):
         return default
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise SettingsError(f"{name} must be > 0, got {value!r}")
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise SettingsError(f"{name} must be a finite number > 0, got {value!r}")
     return number
 
 

@@ -126,7 +126,14 @@ def test_cli_records_both_sources_in_the_package(tmp_path, fake_data, capsys):
     )
     # config.json and the embedded copy (ModelPack.load checks they are equal) carry each source's headline.
     config = ModelPack.load(package).config
-    assert set(config.metrics) == {"ham10000", "isic2017"}
+    assert set(config.metrics) == {"ham10000", "isic2017", "per_domain"}
+    # Both sources are dermoscopy: one domain, its figures pooled from the two sources' calls.
+    dermoscopy = config.metrics["per_domain"]["dermoscopy"]
+    reports = evaluation.reports.values()
+    malignant = sum(r.confusion_matrix[1][0] + r.confusion_matrix[1][1] for r in reports)
+    caught = sum(r.confusion_matrix[1][1] for r in reports)
+    assert (dermoscopy["n_malignant"], dermoscopy["threshold"]) == (malignant, 0.45)
+    assert dermoscopy["sensitivity"] == pytest.approx(caught / malignant, abs=1e-4)
     for source, report in evaluation.reports.items():
         recorded = config.metrics[source]
         assert recorded["split"] == report.split and recorded["n"] == report.n

@@ -125,11 +125,11 @@ def test_choose_threshold_is_the_highest_that_reaches_the_sensitivity():
 
 def test_choose_threshold_refuses_bad_input():
     with pytest.raises(ValueError, match="no positive"):
-        choose_threshold(np.zeros(4, bool), np.linspace(0, 1, 4))
+        choose_threshold(np.zeros(4, bool), np.linspace(0, 1, 4), 0.9)
     with pytest.raises(ValueError, match="min_sensitivity"):
         choose_threshold(Y2, PM, 0.0)
     with pytest.raises(ValueError, match="same length"):
-        choose_threshold(Y2, PM[:3])
+        choose_threshold(Y2, PM[:3], 0.9)
 
 
 def test_degenerate_cases_give_none_not_a_crash():

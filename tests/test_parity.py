@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import timm
 from PIL import Image
 
 from skin_demo.config import PreprocessConfig
@@ -11,12 +12,13 @@ from skin_demo.imaging import load_image, preprocess
 from skin_demo.train.model import preprocess_config
 from skin_demo.train.transforms import eval_transform
 
+LITE0 = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
 CONFIGS = [
-    preprocess_config("tf_efficientnet_lite0", 144, 1.0),
+    preprocess_config(LITE0, 144, 1.0),
     PreprocessConfig(size=(224, 224), crop_pct=0.875, interpolation="bicubic",
                      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
     PreprocessConfig(size=(96, 96), crop_pct=0.9, interpolation="bilinear"),
-    preprocess_config("tf_efficientnet_lite0", 144, 1.0, color_constancy="shades_of_gray"),
+    preprocess_config(LITE0, 144, 1.0, color_constancy="shades_of_gray"),
 ]
 
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skin_demo.train.metrics import choose_threshold
-from skin_demo.train.training_loop import roc_auc
+from skin_demo.train.metrics import choose_threshold, roc_auc
 
 MIN_SENSITIVITY = 0.90  # each domain's threshold keeps validation sensitivity at least here, on every source
 SCORES = ("binary_head", "lesion_type_sum")
@@ -64,10 +63,13 @@ def choose_domain_decisions(scores: dict[str, np.ndarray], malignant: np.ndarray
         rows = domains == domain
         val_auc = {}
         for name, values in scores.items():
-            per_source = {str(s): round(roc_auc(malignant[rows & (sources == s)], values[rows & (sources == s)]), 4)
-                          for s in np.unique(sources[rows])}
-            val_auc[name] = {**per_source, "mean": round(float(np.nanmean(list(per_source.values()))), 4)}
-        score = max(scores, key=lambda name: (val_auc[name]["mean"], name == "binary_head"))
+            per_source = {}
+            for s in np.unique(sources[rows]):
+                auc = roc_auc(malignant[rows & (sources == s)].astype(bool), values[rows & (sources == s)])
+                per_source[str(s)] = None if auc is None else round(auc, 4)
+            defined = [v for v in per_source.values() if v is not None]
+            val_auc[name] = {**per_source, "mean": round(float(np.mean(defined)), 4) if defined else None}
+        score = max(scores, key=lambda name: (val_auc[name]["mean"] or 0.0, name == "binary_head"))
         threshold, per_source = lowest_group_threshold(malignant[rows], scores[score][rows], sources[rows],
                                                        min_sensitivity)
         decisions[str(domain)] = DomainDecision(str(domain), score, threshold, per_source, val_auc)

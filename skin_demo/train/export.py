@@ -14,6 +14,7 @@ import onnxruntime as ort
 import torch
 
 from skin_demo.config import INPUT_NAME, OUTPUT_NAME, PackageConfig
+from skin_demo.modelpack import softmax
 from skin_demo.train.package_files import embed_config
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,6 @@ def max_probability_change(reference: onnx.ModelProto, candidate: onnx.ModelProt
     """Largest |softmax difference| between two ONNX graphs of one package over `batch`, at its temperature."""
     def probabilities(proto: onnx.ModelProto) -> np.ndarray:
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-        logits = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0] / temperature
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0] / temperature)
 
     return float(np.max(np.abs(probabilities(reference) - probabilities(candidate))))

@@ -73,7 +73,8 @@ def fit(args: argparse.Namespace) -> dict[str, Path]:
     train_samples = sources.samples(table, "train")[: args.limit_train]
     val_samples = sources.samples(table, "val")[: args.limit_val]
     log.info("training on %s, validating on %s", _counts(train_samples), _counts(val_samples))
-    pre = preprocess_config(args.arch, args.image_size, args.crop_pct, args.color_constancy)
+    net = MultiTaskNet(args.arch, {t: len(task_labels(t)) for t in tasks}, pretrained=not args.no_pretrained)
+    pre = preprocess_config(net.backbone, args.image_size, args.crop_pct, args.color_constancy)
     # Every source at the scale serving shows it (shorter side to the resize length), so that an image's size
     # or resampling blur cannot tell the network which source, and so which class prior, it came from.
     train_set = CachedImages(train_samples, decode_cached(train_samples, args.cache, pre.resize_shorter_side),
@@ -81,7 +82,6 @@ def fit(args: argparse.Namespace) -> dict[str, Path]:
                              phone_look=PhoneLook(args.phone_look) if args.phone_look > 0 else None)
     val = Validation(val_samples, pre, tasks, args.cache)
 
-    net = MultiTaskNet(args.arch, {t: len(task_labels(t)) for t in tasks}, pretrained=not args.no_pretrained)
     net = net.to(device, memory_format=torch.channels_last)
     ema = ModelEmaV3(net, decay=args.ema_decay) if args.ema_decay > 0 else None
     model = DistributedDataParallel(net) if world > 1 else net

@@ -309,7 +309,7 @@ def compute_report(
     precision, recall, f1, support = sk.precision_recall_fscore_support(
         y, pred, labels=everything, zero_division=np.nan
     )
-    aucs = [_auc(y == i, p[:, i]) for i in everything]
+    aucs = [roc_auc(y == i, p[:, i]) for i in everything]
     per_class = tuple(
         ClassMetrics(
             label=label,
@@ -334,10 +334,7 @@ def compute_report(
             roc=_roc(y == pos, p[:, pos]),
         )
     defined_aucs = [a for a in aucs if a is not None]
-    with warnings.catch_warnings():
-        # balanced accuracy is over the labels that have test images: sklearn warns about the others, and drops them.
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        balanced = sk.balanced_accuracy_score(y, pred)
+    balanced = balanced_accuracy(y, pred)
     return EvalReport(
         task=task,
         labels=labels,
@@ -356,7 +353,7 @@ def compute_report(
 
 
 def choose_threshold(
-    y_true: Sequence[bool] | np.ndarray, p_positive: np.ndarray, min_sensitivity: float = 0.90
+    y_true: Sequence[bool] | np.ndarray, p_positive: np.ndarray, min_sensitivity: float
 ) -> float:
     """The highest threshold t for which calling p >= t positive reaches `min_sensitivity` on these data.
 
@@ -398,7 +395,15 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     return (float(ci.low), float(ci.high))
 
 
-def _auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the labels present in `y_true`. A source with 3 of the 7 classes (ISIC 2017) still gets
+    predictions of the other 4, which is exactly what should count as wrong, so sklearn's warning is noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(sk.balanced_accuracy_score(y_true, y_pred))
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
     """One-vs-rest ROC AUC, or None without both positives and negatives."""
     if is_positive.all() or not is_positive.any():
         return None

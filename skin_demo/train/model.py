@@ -97,11 +97,11 @@ class MultiTaskNet(nn.Module):
 
 
 def preprocess_config(
-    architecture: str, image_size: int, crop_pct: float, color_constancy: str = "none"
+    model: nn.Module, image_size: int, crop_pct: float, color_constancy: str = "none"
 ) -> PreprocessConfig:
-    """Resolve timm's data config for the architecture (interpolation, mean, std) at our input size."""
-    probe = timm.create_model(architecture, pretrained=False, num_classes=0)
-    data_config = timm.data.resolve_data_config({}, model=probe)
+    """The package's preprocessing from timm's data config of the network being trained (interpolation, mean,
+    std; `timm.data.resolve_model_data_config`), at our input size."""
+    data_config = timm.data.resolve_model_data_config(model)
     return PreprocessConfig(
         size=(image_size, image_size),
         resize="shorter_side_then_center_crop",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -26,6 +24,7 @@ from skin_demo.config import PreprocessConfig
 from skin_demo.taxonomy import LESION_CODES, MALIGNANT_CODES
 from skin_demo.train.data import Sample, label_index
 from skin_demo.train.dataset import decode_cached
+from skin_demo.train.metrics import balanced_accuracy, roc_auc
 from skin_demo.train.transforms import eval_transform
 
 TUNING_SHARE = 1 / 3  # of each source's validation groups, kept out of epoch selection for post-hoc tuning
@@ -131,8 +130,13 @@ class Validation:
         return out
 
     def _per_source(self, metric, labelled: np.ndarray | None = None) -> dict:
+        """`metric(rows)` per source on the selection rows; an undefined value (None) counts as NaN, which the
+        mean skips."""
         rows = ~self.tuning if labelled is None else ~self.tuning & labelled
-        values = {src: round(float(metric(rows & (self.sources == src))), 4) for src in np.unique(self.sources)}
+        values = {}
+        for src in np.unique(self.sources):
+            value = metric(rows & (self.sources == src))
+            values[src] = float("nan") if value is None else round(float(value), 4)
         return {**values, "selection": round(float(np.nanmean(list(values.values()))), 4)}
 
 
@@ -140,20 +144,6 @@ def malignant_sum(lesion_probs: np.ndarray) -> np.ndarray:
     """P(malignant) from lesion-type probabilities [N, 7]: the sum over the malignant codes."""
     columns = [i for i, code in enumerate(LESION_CODES) if code in MALIGNANT_CODES]
     return lesion_probs[:, columns].sum(1)
-
-
-def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean recall over the classes present in `y_true`. A source with 3 of the 7 classes (ISIC 2017) still gets
-    predictions of the other 4, which is exactly what should count as wrong, so sklearn's warning is noise here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return balanced_accuracy_score(y_true, y_pred)
-
-
-def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC, NaN where the rows hold only one class."""
-    y_true = np.asarray(y_true).astype(int)
-    return roc_auc_score(y_true, scores) if 0 < y_true.sum() < len(y_true) else float("nan")
 
 
 def save_checkpoint(path: Path, net: nn.Module, ema: ModelEmaV3 | None, optimiser: torch.optim.Optimizer,

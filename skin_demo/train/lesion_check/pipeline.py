@@ -69,8 +69,8 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     items = negatives + read_positives(args.ham, args.ham_split, args.isic, args.mvb, args.clinical)
     copies = {DERMOSCOPY: args.positive_copies, CLINICAL: args.clinical_copies, NOT_LESION: args.negative_copies}
 
-    pre = preprocess_config(args.arch, args.image_size, crop_pct=1.0)
     backbone = MultiTaskNet(args.arch, {}, pretrained=not args.no_pretrained).backbone.eval().requires_grad_(False)
+    pre = preprocess_config(backbone, args.image_size, crop_pct=1.0)
     features = PooledFeatures(backbone, tuple(args.taps)).eval()
     config = PackageConfig(task=TASK, labels=DOMAIN_LABELS, malignant_labels=(), preprocess=pre,
                            architecture=args.arch)
