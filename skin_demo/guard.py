@@ -1,4 +1,4 @@
-"""What a request may bring, checked before Gradio reads it, and what it may leave behind.
+"""What a request may bring, checked before Gradio reads it.
 
 `RequestGuard` is an ASGI middleware in front of the whole app (the page, `/predict`, `/on-device/`):
 - Every request body is capped before it is read: a Content-Length over the limit is refused at once with 413,
@@ -10,21 +10,21 @@
   in Gradio's upload folder (checked on the string, without touching the disk). A server path the client chose, a
   URL (which Gradio would download) or a data URL (which it would decode into a new file) is refused with one
   message that says nothing about the server's disk, before Gradio opens, downloads or logs anything. The event
-  handlers then accept only a path Gradio's upload route has registered and not yet deleted (`accepts_upload`).
-
-`leftover_sweeper` removes what Gradio's upload route leaves untracked (a refused file name, a body cut off
-mid-upload): Gradio's own `delete_cache` sweep only deletes the files it registered.
+  handlers then accept only an upload that skin_demo.uploads has registered for this client.
+- The upload route's answer goes through `adopt_uploads` (skin_demo.uploads.Uploads.adopt), which moves each file to
+  a path of its own; the client gets that path.
+- An event call's `event_data` (what was clicked) passes only in the form the handlers use: for an event that takes
+  it, an object with a whole-number `index` (its `value` is dropped); for any other, none. A malformed one (null, a
+  string index, an out-of-range value) is refused, before Gradio builds its event object from it and logs a
+  traceback per request. Events a client cannot trigger itself (the page's unload) cannot be called.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 REFUSED_FILE = (
@@ -34,31 +34,51 @@ REFUSED_FILE = (
 )
 NOT_JSON = "the request body is not valid JSON"
 UNKNOWN_EVENT = "this request does not name an event of this app with its inputs"
+BAD_EVENT_DATA = "this request does not say what was selected (event_data needs a whole-number index)"
+UPLOAD_AGAIN = "the upload could not be stored; send it again"
 FILE_META = {"_type": "gradio.FileData"}
 MULTIPART = b"multipart/form-data"
+MAX_INDEX = 1 << 31
 
 
 def too_large(limit: int) -> str:
     return f"the request is larger than {limit / 1e6:.2f} MB, the most this server reads; upload a smaller photo"
 
 
+@dataclass(frozen=True)
+class Event:
+    """What an event call must bring: how many inputs, and whether the handler reads event_data (a select)."""
+
+    inputs: int
+    takes_event_data: bool = False
+
+
+NO_SUCH_EVENT = Event(inputs=1 << 30)  # more inputs than any request sends: refused
+
+
 class RequestGuard:
-    """ASGI middleware: body caps for every request, and only Gradio uploads as event inputs (see module doc).
+    """ASGI middleware: body caps for every request, only Gradio uploads as event inputs, uploads adopted as they
+    arrive (see module doc).
 
     upload_limit: the most bytes a multipart (file upload) body may have.
     json_limit: the most bytes any other body may have.
     upload_folder: the folder Gradio's upload route stores files in.
-    event_inputs: for a request path and its parsed body, how many inputs the event it calls takes (None when it
-      calls no event); see `gradio_event_inputs`.
+    events: for a request path and its parsed body, the event it calls (None when it calls none); see
+      `gradio_events`.
+    upload_route: the path of Gradio's upload route; adopt_uploads: called (on the event loop) with the paths of
+      each successful upload, returns the paths the client gets instead; it may raise OSError (answered with 503).
     """
 
     def __init__(self, app, *, upload_limit: int, json_limit: int, upload_folder: str,
-                 event_inputs: Callable[[str, Any], int | None]) -> None:  # fmt: skip
+                 events: Callable[[str, Any], Event | None], upload_route: str,
+                 adopt_uploads: Callable[[list[str]], list[str]]) -> None:  # fmt: skip
         self.app = app
         self.upload_limit = upload_limit
         self.json_limit = json_limit
         self.upload_folder = os.path.abspath(upload_folder)
-        self.event_inputs = event_inputs
+        self.events = events
+        self.upload_route = upload_route
+        self.adopt_uploads = adopt_uploads
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -78,9 +98,42 @@ class RequestGuard:
                 await _respond(send, 413, too_large(limit))
                 return
         if is_upload:
+            if scope["path"].rstrip("/") == self.upload_route and scope.get("method") == "POST":
+                send = self._adopting(send)
             await self._stream_capped(scope, receive, send, limit)
         else:
             await self._checked_body(scope, receive, send, limit)
+
+    def _adopting(self, send):
+        """`send` for the upload route: hold its answer, and give the client the adopted paths instead of Gradio's."""
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def adopting_send(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body" or not start:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            if start.get("status") == 200:
+                try:
+                    stored = json.loads(body)
+                    if isinstance(stored, list) and all(isinstance(p, str) for p in stored):
+                        body = json.dumps(self.adopt_uploads(stored)).encode()
+                except (OSError, ValueError):
+                    await _respond(send, 503, UPLOAD_AGAIN)
+                    return
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        return adopting_send
 
     async def _stream_capped(self, scope, receive, send, limit: int) -> None:
         """Pass a (large) upload body through while counting; past the limit, answer 413 and stop reading."""

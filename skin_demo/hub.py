@@ -1,11 +1,20 @@
-"""Model packages from the Hugging Face Hub: one `snapshot_download` of a pinned revision, with a fallback.
+"""Where the model packages come from: the bundled folder, or a Hugging Face Hub repo pinned to a commit, and the
+fallback between them.
 
-`load_from_hub` fetches config.json, model.onnx and README.md (if any) at a revision into huggingface_hub's
-cache and loads them with `ModelPack.load`. huggingface_hub itself waits without a timeout for its repo lookups
-and retries a failing Hub with back-off, so a Hub that does not answer could hold startup for minutes; here one
-request with a short timeout first checks that the Hub answers, and a whole package has a deadline. If the Hub
-does not answer, a copy of the same revision already in the cache is used (and said so); settings.load_models
-falls back to the bundled package when this raises.
+`load_models(settings)` fills each task's slot (predictor.TASKS) from the Hub where the settings name a repo, else
+(or when the Hub fails) from the bundled folder, and says why a configured Hub package is not in use. A broken
+bundled package is a startup error.
+
+`load_from_hub` downloads config.json, model.onnx and README.md of one commit into huggingface_hub's cache, within
+bounds a hostile or broken Hub cannot stretch: each file and the whole package have a byte cap, checked against the
+sizes the Hub declares before anything is downloaded and against the bytes as they arrive; the whole download has a
+deadline, after which the transfer stops and its partial files are removed. huggingface_hub waits without a timeout
+for its repo lookups and retries a failing Hub with back-off, so one request with a short timeout first asks the Hub
+for the commit and the file sizes. If the Hub does not answer, a copy of the same revision already in the cache is
+used (and said so).
+
+What reaches a visitor (a package's `source`, the notices) names repos, revisions and files in the repo, never a
+path on this server or the Hub's URL; the log has the details.
 """
 
 from __future__ import annotations
@@ -13,12 +22,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -27,18 +38,85 @@ from huggingface_hub.errors import (
 )
 
 from skin_demo.config import CONFIG_FILE, MODEL_FILE, PACKAGE_FILES
-from skin_demo.modelpack import ModelPack, PackageError
+from skin_demo.modelpack import ModelPack, Models, PackageError
+from skin_demo.predictor import TASKS, slot_problem
+from skin_demo.settings import (
+    DEFAULT_HUB_DEADLINE_S,
+    DEFAULT_HUB_TIMEOUT_S,
+    Settings,
+    is_commit_sha,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HUB_TIMEOUT_S = 5.0  # per HTTP request: a Hub that does not answer within this is treated as down
-DEFAULT_HUB_DEADLINE_S = 60.0  # for a whole package (about 15 MB for the bundled architecture)
 
 T = TypeVar("T")
 
 
 class HubError(PackageError):
-    """A package could not be downloaded from the Hub (unreachable, timed out, missing repo/revision/file)."""
+    """A package could not be downloaded from the Hub (unreachable, timed out, too large, missing repo/revision/file).
+    The message is fit for a visitor: no server path, no URL."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one Hub package may take: bytes per file, bytes for all its files, seconds for the whole download."""
+
+    max_file_bytes: int
+    max_package_bytes: int
+    deadline_s: float = DEFAULT_HUB_DEADLINE_S
+
+
+def load_models(settings: Settings) -> Models:
+    """Load one package per task as `settings` say, falling back to the bundled package when the Hub one fails.
+
+    Raises PackageError (naming the file) when a bundled package that is needed is missing or invalid.
+    """
+    packs: dict[str, ModelPack] = {}
+    notices: dict[str, str] = {}
+    for task in TASKS:
+        packs[task], notice = _load_task(task, settings)
+        if notice:
+            notices[task] = notice
+    return Models(packs, notices)
+
+
+def _load_task(task: str, settings: Settings) -> tuple[ModelPack, str | None]:
+    source = settings.hub.get(task)
+    problem = settings.hub_problems.get(task)
+    name = task.replace("_", "-")
+    if source is not None:
+        limits = Limits(settings.hub_max_file_bytes, settings.hub_max_package_bytes, settings.hub_deadline_s)
+        try:
+            pack = load_from_hub(source.repo_id, source.revision, threads=settings.ort_threads,
+                                 endpoint=settings.hub_endpoint, timeout_s=settings.hub_timeout_s, limits=limits,
+                                 allow_unpinned=settings.allow_unpinned)  # fmt: skip
+            if (wrong := slot_problem(pack, task)) is not None:
+                raise PackageError(f"hub {source}: {wrong}")
+        except PackageError as exc:
+            problem = str(exc)
+        else:
+            log.info("%s: using %s", task, pack.source)
+            if source.pinned:
+                return pack, None
+            log.warning("%s: revision %r is not a commit sha; what it serves can change without notice", task,
+                        source.revision)  # fmt: skip
+            return pack, (f"The {name} model comes from the Hub at revision {source.revision[:60]!r}, which is not "
+                          "pinned to a commit: what it serves can change without notice.")  # fmt: skip
+    bundled = settings.bundled_dir(task)
+    pack = ModelPack.load(bundled, source=f"bundled {_public_folder(bundled)}", threads=settings.ort_threads)
+    if (wrong := slot_problem(pack, task)) is not None:
+        raise PackageError(f"{bundled / CONFIG_FILE}: {wrong}")
+    if problem:
+        log.warning("%s: falling back to %s: %s", task, pack.source, problem)
+        return pack, f"The {name} model from the Hub is not in use ({problem}); using the bundled model."
+    log.info("%s: using %s", task, pack.source)
+    return pack, None
+
+
+def _public_folder(folder: Path) -> str:
+    """A bundled package's folder as a visitor may see it: its last two parts (models/malignancy), not where the
+    server keeps it."""
+    return "/".join(Path(folder).resolve().parts[-2:])
 
 
 def load_from_hub(
@@ -49,81 +127,202 @@ def load_from_hub(
     endpoint: str | None = None,
     cache_dir: Path | str | None = None,
     timeout_s: float = DEFAULT_HUB_TIMEOUT_S,
-    deadline_s: float = DEFAULT_HUB_DEADLINE_S,
+    limits: Limits,
     token: str | bool | None = None,
+    allow_unpinned: bool = False,
 ) -> ModelPack:
-    """Download a package at a pinned revision and load it.
+    """Download a package at a commit (within `limits`) and load it.
 
-    revision: a commit sha (best: never changes) or a tag; the source string names the resolved commit.
-    Files go to the Hugging Face cache (HF_HUB_CACHE / HF_HOME, read when called), so a second load of a commit
-    sha is served from disk without any request. HF_HUB_OFFLINE=1 uses the cache only. endpoint defaults to
-    HF_ENDPOINT. `timeout_s` bounds the first request and each file's metadata request (huggingface_hub's
-    `etag_timeout`; HF_HUB_ETAG_TIMEOUT overrides it), HF_HUB_DOWNLOAD_TIMEOUT a stall while a file downloads,
-    `deadline_s` the whole download.
-    Raises HubError if the Hub cannot be reached or lacks the files, PackageError if the package is invalid.
+    revision: a 40-hex commit sha; a branch or tag (which can move) only with allow_unpinned. Files go to the
+    Hugging Face cache (HF_HUB_CACHE / HF_HOME, read when called), so a second load of a commit is served from disk
+    without any request. HF_HUB_OFFLINE=1 uses the cache only; endpoint defaults to HF_ENDPOINT. `timeout_s` bounds
+    each request's wait for an answer (HF_HUB_ETAG_TIMEOUT overrides it for file metadata), HF_HUB_DOWNLOAD_TIMEOUT a
+    stall while a file downloads.
+    Raises HubError if the Hub cannot be reached, lacks the files or exceeds a limit, PackageError if the package is
+    invalid; both without server paths or URLs.
     """
+    label = f"{repo_id or '?'}@{revision or '?'}"
     if not repo_id or not revision:
-        raise HubError(f"hub {repo_id or '?'}@{revision or '?'}: a Hub package needs a repo id and a pinned revision")
-    label = f"{repo_id}@{revision}"
+        raise HubError(f"hub {label}: a Hub package needs a repo id and a pinned revision")
+    if not allow_unpinned and not is_commit_sha(revision):
+        raise HubError(f"hub {label}: the revision is not a 40-hex commit sha (a branch or tag can move)")
     # huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE once, at import; read them per call instead
     # so that a settings change (and each test's isolated HF_HOME) is honoured.
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    options: dict[str, Any] = {
-        "revision": revision,
-        "allow_patterns": list(PACKAGE_FILES),
-        "cache_dir": cache_dir or _hub_cache_dir(),
-        "endpoint": endpoint,
-        "token": token,
-        "etag_timeout": timeout_s,
-    }
+    cache = str(cache_dir or _hub_cache_dir() or constants.HF_HUB_CACHE)
+    options: dict[str, Any] = {"cache_dir": cache, "endpoint": endpoint, "token": token, "etag_timeout": timeout_s}
+    stop = threading.Event()
 
     def download() -> tuple[Path, str]:
         # Privacy: with telemetry on, huggingface_hub's first request also fetches an agent-detection list from
-        # huggingface.co. It reads this flag at call time; the environment variable only at import.
+        # huggingface.co. Xet transfers run in native code that no byte budget can stop: plain HTTP downloads
+        # instead, which the Hub serves for every file. huggingface_hub reads both flags at call time.
         constants.HF_HUB_DISABLE_TELEMETRY = True
-        if offline or _is_commit_sha(revision):
+        constants.HF_HUB_DISABLE_XET = True
+        if offline or is_commit_sha(revision):
             try:  # an immutable commit already cached needs no request at all
-                return Path(snapshot_download(repo_id, local_files_only=True, **options)), ""
+                return _cached(repo_id, revision, options), ""
             except LocalEntryNotFoundError:
                 if offline:
                     raise
         try:
-            HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=revision, timeout=timeout_s)
+            info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision, timeout=timeout_s,
+                                                                    files_metadata=True)  # fmt: skip
         except (RepositoryNotFoundError, RevisionNotFoundError):
             raise  # the Hub answered: no such repo or revision, and the cache cannot change that
         except (httpx2.TransportError, HfHubHTTPError) as exc:
             if _is_client_error(exc):
                 raise
             try:
-                snapshot = Path(snapshot_download(repo_id, local_files_only=True, **options))
+                snapshot = _cached(repo_id, revision, options)
             except LocalEntryNotFoundError:
                 raise exc from None
-            return snapshot, f"from the cache; the Hub did not answer: {_describe_hub_error(exc)}"
-        return Path(snapshot_download(repo_id, **options)), ""
+            log.warning("hub %s: the Hub did not answer (%s); using the cached copy", label, _detail(exc))
+            return snapshot, "from the cache; the Hub did not answer"
+        declared = {f.rfilename: f.lfs.size if f.lfs else f.size for f in info.siblings or ()
+                    if f.rfilename in PACKAGE_FILES}  # fmt: skip
+        _check_package(declared, limits, label)
+        budget = _Budget(limits, stop, label)
+        paths = [hf_hub_download(repo_id, name, revision=info.sha, tqdm_class=budget.meter(name, size), **options)
+                 for name, size in sorted(declared.items())]  # fmt: skip
+        return Path(paths[0]).parent, ""
 
+    started = time.time()
     try:
-        snapshot, note = _with_deadline(download, deadline_s, f"hub {label}")
+        snapshot, note = _with_deadline(download, limits.deadline_s, stop)
+    except TimeoutError:
+        removed = _remove_partial_downloads(Path(cache), repo_id, since=started)
+        log.warning("hub %s: no package within %g s; stopped the transfer, removed %d partial file(s)", label,
+                    limits.deadline_s, removed)  # fmt: skip
+        raise HubError(f"hub {label}: download did not finish within {limits.deadline_s:g} s") from None
     except PackageError:
         raise
     except Exception as exc:
-        raise HubError(f"hub {label}: download failed ({_describe_hub_error(exc)})") from None
-    missing = [name for name in (CONFIG_FILE, MODEL_FILE) if not (snapshot / name).is_file()]
-    if missing:
-        raise HubError(f"hub {label}: the repo has no {' or '.join(missing)} at this revision (not a model package)")
+        log.warning("hub %s: download failed: %s", label, _detail(exc))
+        raise HubError(f"hub {label}: download failed ({_public_reason(exc)})") from None
+    _check_package({name: (snapshot / name).stat().st_size for name in PACKAGE_FILES if (snapshot / name).is_file()},
+                   limits, label)  # fmt: skip
     commit = snapshot.name
     source = f"hub {repo_id}@{commit}" if revision == commit else f"hub {repo_id}@{commit} (revision {revision})"
-    if note:
-        log.warning("%s: %s", source, note)
-        source = f"{source} ({note})"
+    source = f"{source} ({note})" if note else source
     try:
         return ModelPack.load(snapshot, source=source, threads=threads)
     except PackageError as exc:
-        raise PackageError(f"hub {label}: {exc}") from None
+        # The package's own problem, with its files named as they are in the repo rather than in this server's cache.
+        raise PackageError(f"hub {label}: {str(exc).replace(str(snapshot) + os.sep, '')}") from None
 
 
-def _is_commit_sha(revision: str) -> bool:
-    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+def _cached(repo_id: str, revision: str, options: dict[str, Any]) -> Path:
+    cached = {key: options[key] for key in ("cache_dir", "endpoint", "token")}
+    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(PACKAGE_FILES),
+                                  local_files_only=True, **cached))  # fmt: skip
+
+
+def _check_package(sizes: dict[str, int | None], limits: Limits, label: str) -> None:
+    """Refuse a package whose files (declared by the Hub, or on disk) break a byte cap or lack the model."""
+    missing = [name for name in (CONFIG_FILE, MODEL_FILE) if name not in sizes]
+    if missing:
+        raise HubError(f"hub {label}: the repo has no {' or '.join(missing)} at this revision (not a model package)")
+    for name, size in sizes.items():
+        if size is not None and size > limits.max_file_bytes:
+            raise HubError(f"hub {label}: {name} is {size / 1e6:.1f} MB, over the limit of "
+                           f"{limits.max_file_bytes / 1e6:.1f} MB per file")  # fmt: skip
+    total = sum(size or 0 for size in sizes.values())
+    if total > limits.max_package_bytes:
+        raise HubError(f"hub {label}: the package is {total / 1e6:.1f} MB, over the limit of "
+                       f"{limits.max_package_bytes / 1e6:.1f} MB")  # fmt: skip
+
+
+class _Budget:
+    """Counts the bytes of one package as they arrive and stops the transfer (by raising inside huggingface_hub's
+    download loop, which then deletes its partial file) past a cap, past a file's declared size, or once `stop` is
+    set at the deadline."""
+
+    def __init__(self, limits: Limits, stop: threading.Event, label: str) -> None:
+        self.limits, self.stop, self.label = limits, stop, label
+        self.received = 0
+        self._lock = threading.Lock()
+
+    def meter(self, name: str, declared: int | None) -> type:
+        """A tqdm stand-in for huggingface_hub's per-file progress bar (`tqdm_class`) that charges this budget."""
+        budget = self
+        cap = min(self.limits.max_file_bytes, declared if declared is not None else self.limits.max_file_bytes)
+
+        class Meter:
+            def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any) -> None:
+                self.got = initial
+                if total is not None and total > cap:  # the download's own Content-Length, before its body
+                    budget.refuse(name, total, cap)
+                budget.charge(name, initial, initial, cap)
+
+            def update(self, n: int | float | None = 1) -> None:
+                self.got += int(n or 0)
+                budget.charge(name, int(n or 0), self.got, cap)
+
+            def __enter__(self) -> Meter:
+                return self
+
+            def __exit__(self, *exc_info: Any) -> None:
+                return None
+
+            def close(self) -> None:
+                return None
+
+        return Meter
+
+    def charge(self, name: str, n: int, file_bytes: int, cap: int) -> None:
+        if self.stop.is_set():
+            raise HubError(f"hub {self.label}: download stopped at the deadline")
+        with self._lock:
+            self.received += n
+            total = self.received
+        if file_bytes > cap:
+            self.refuse(name, file_bytes, cap)
+        if total > self.limits.max_package_bytes:
+            raise HubError(f"hub {self.label}: the package sent more than the limit of "
+                           f"{self.limits.max_package_bytes / 1e6:.1f} MB")  # fmt: skip
+
+    def refuse(self, name: str, size: int, cap: int) -> None:
+        raise HubError(f"hub {self.label}: {name} sent more than {cap / 1e6:.1f} MB (its declared size, or the limit "
+                       f"per file); got at least {size / 1e6:.1f} MB")  # fmt: skip
+
+
+def _with_deadline(fn: Callable[[], T], deadline_s: float, stop: threading.Event) -> T:
+    """Run fn in a daemon thread; after deadline_s set `stop` (the transfer ends at its next chunk, and a stalled
+    one within HF_HUB_DOWNLOAD_TIMEOUT) and raise TimeoutError."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="hub-download", daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    if thread.is_alive():
+        stop.set()
+        raise TimeoutError
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _remove_partial_downloads(cache: Path, repo_id: str, *, since: float) -> int:
+    """Delete the files huggingface_hub is still writing for `repo_id` (`*.incomplete`, started after `since`): a
+    download stopped at the deadline must not leave its bytes in the cache. Returns how many were removed."""
+    blobs = cache / f"models--{repo_id.replace('/', '--')}" / "blobs"
+    removed = 0
+    for partial in blobs.glob("*.incomplete"):
+        try:
+            if partial.stat().st_ctime >= since - 1:
+                partial.unlink()
+                removed += 1
+        except OSError:
+            continue  # finished or removed meanwhile
+    return removed
 
 
 def _is_client_error(exc: BaseException) -> bool:
@@ -140,29 +339,28 @@ def _hub_cache_dir() -> str | None:
     return None  # huggingface_hub's default
 
 
-def _with_deadline(fn: Callable[[], T], deadline_s: float, what: str) -> T:
-    """Run fn in a daemon thread and give up after deadline_s (the HTTP timeouts bound each read, not a whole
-    slow download; a thread that overruns finishes or fails on its own and only ever writes to the cache)."""
-    result: dict[str, Any] = {}
+def _public_reason(exc: BaseException) -> str:
+    """Why a download failed, in words fit for a visitor: the kind of failure, never a URL or a path."""
+    if isinstance(exc, RepositoryNotFoundError):
+        return "the Hub has no such repository, or it is private"
+    if isinstance(exc, RevisionNotFoundError):
+        return "the repository has no such revision"
+    if isinstance(exc, LocalEntryNotFoundError):
+        return "the Hub could not be reached and the cache has no copy"
+    if isinstance(exc, httpx2.TimeoutException):
+        return "the Hub did not answer in time"
+    if isinstance(exc, httpx2.TransportError):
+        return "the Hub could not be reached"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        return f"the Hub answered HTTP {status}"
+    if isinstance(exc, OSError):
+        return "a file arrived incomplete or could not be stored"
+    return type(exc).__name__
 
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # handed to the caller below
-            result["error"] = exc
 
-    thread = threading.Thread(target=target, name="hub-download", daemon=True)
-    thread.start()
-    thread.join(deadline_s)
-    if thread.is_alive():
-        raise HubError(f"{what}: download did not finish within {deadline_s:g} s")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _describe_hub_error(exc: BaseException) -> str:
-    """The error's type and first line, with its cause when that says more (ConnectError under a Hub error)."""
+def _detail(exc: BaseException) -> str:
+    """For the log: the error's type and first line, with its cause when that says more."""
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     cause = exc.__cause__ or exc.__context__

@@ -7,7 +7,7 @@ import torch
 
 from skin_demo.taxonomy import LESION_CODES, MALIGNANT_CODES
 from skin_demo.train.model import MultiTaskNet, imagenet_weights, timm_state_dict
-from skin_demo.train.task_nets import FlipAveraged, LesionSumMalignancy, SingleTaskNet
+from skin_demo.train.task_nets import FlipAveraged, SingleTaskNet
 
 
 @pytest.mark.parametrize("architecture", ["tf_efficientnet_lite0", "tf_efficientnet_lite2"])
@@ -37,15 +37,6 @@ def test_a_key_without_timm_counterpart_is_refused():
 def tiny_net():
     torch.manual_seed(0)
     return MultiTaskNet("test_efficientnet", {"lesion_type": 7, "malignancy": 2}, pretrained=False).eval()
-
-
-def test_lesion_sum_malignancy_gives_back_the_malignant_sum(tiny_net):
-    images = torch.rand(3, 3, 32, 32)
-    with torch.no_grad():
-        lesion = torch.softmax(SingleTaskNet(tiny_net, "lesion_type")(images), 1)
-        two_class = torch.softmax(LesionSumMalignancy(tiny_net)(images), 1)
-    columns = [i for i, code in enumerate(LESION_CODES) if code in MALIGNANT_CODES]
-    torch.testing.assert_close(two_class[:, 1], lesion[:, columns].sum(1))
 
 
 def test_flip_averaged_is_the_mean_over_the_mirror_image(tiny_net):

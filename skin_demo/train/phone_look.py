@@ -47,17 +47,19 @@ class PhoneLook:
         if self.rng.random() >= self.p:
             return image
         pixels = image.float() / 255.0
+        noise = torch.Generator().manual_seed(self.rng.randrange(2**31))  # torch's draws follow the same seed
         skin = skin_colour(pixels)
         if self.rng.random() < 0.7:
             pixels = fill_vignette(pixels, skin)
         if self.rng.random() < 0.6:
-            pixels = zoom_out(pixels, skin, scale=self.rng.uniform(0.35, 0.85), rng=self.rng)
+            pixels = zoom_out(pixels, skin, scale=self.rng.uniform(0.35, 0.85), rng=self.rng, noise=noise)
         if self.rng.random() < 0.8:
             pixels = relight(pixels, self.rng)
         if self.rng.random() < 0.5:
             pixels = blur(pixels, self.rng)
         if self.rng.random() < 0.5:
-            pixels = (pixels + torch.randn_like(pixels) * self.rng.uniform(0.005, 0.04)).clamp(0, 1)
+            sigma = self.rng.uniform(0.005, 0.04)
+            pixels = (pixels + torch.randn(pixels.shape, generator=noise) * sigma).clamp(0, 1)
         out = (pixels * 255.0).round().to(torch.uint8)
         if self.rng.random() < 0.6:
             out = jpeg(out, quality=self.rng.randint(30, 90))
@@ -92,13 +94,14 @@ def _radius(pixels: torch.Tensor) -> torch.Tensor:
     return (ys ** 2 + xs ** 2).sqrt()
 
 
-def zoom_out(pixels: torch.Tensor, skin: torch.Tensor, scale: float, rng: random.Random) -> torch.Tensor:
+def zoom_out(pixels: torch.Tensor, skin: torch.Tensor, scale: float, rng: random.Random,
+             noise: torch.Generator) -> torch.Tensor:
     """Shrink the image by `scale` onto a same-sized canvas of `skin`, at a random place, with a soft edge."""
     _, h, w = pixels.shape
     sh, sw = max(8, round(h * scale)), max(8, round(w * scale))
     small = F.interpolate(pixels[None], size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)[0]
     canvas = skin[:, None, None].expand(3, h, w).clone()
-    canvas += torch.randn(1, h, w) * 0.01  # skin is never a flat colour
+    canvas += torch.randn((1, h, w), generator=noise) * 0.01  # skin is never a flat colour
     top, left = rng.randint(0, h - sh), rng.randint(0, w - sw)
     # A soft edge: the pasted image fades into the canvas over about a sixth of its size, on every side.
     ramp = max(2.0, min(sh, sw) / 6)
