@@ -128,14 +128,6 @@ def donut(slices: list[Slice], *, centre: str, caption: str, title: str) -> Figu
     return figure
 
 
-def slices_of(figure: Figure) -> list[tuple[str, float, str]]:
-    """(label, share of the full circle, facecolor as #rrggbb) for each wedge of a donut, in drawing order."""
-    from matplotlib.colors import to_hex
-
-    wedges = [p for p in figure.patches if isinstance(p, Wedge)]
-    return [(w.get_label(), (w.theta2 - w.theta1) / 360.0, to_hex(w.get_facecolor())) for w in wedges]
-
-
 def to_svg(figure: Figure) -> str:
     """The figure as a standalone SVG document (text kept as text)."""
     with io.StringIO() as buffer:

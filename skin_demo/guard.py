@@ -185,11 +185,14 @@ class RequestGuard:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        problem = self._problem(scope["path"], body) if body else None
+        received = b"".join(chunks)
+        body, problem = self._checked(scope["path"], received) if received else (received, None)
         if problem:
             await _respond(send, 400, problem)
             return
+        if body is not received:  # rewritten: the app must not read a stale Content-Length
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
         replayed = False
 
         async def replay():
@@ -201,55 +204,70 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    def _problem(self, path: str, body: bytes) -> str | None:
+    def _checked(self, path: str, body: bytes) -> tuple[bytes, str | None]:
+        """The body to hand on (event_data reduced to what the handlers use), or a reason to refuse it."""
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            return NOT_JSON
+            return body, NOT_JSON
         folder = self.upload_folder
-        expected = self.event_inputs(path, payload)
-        if expected is not None:
+        event = self.events(path, payload)
+        if event is not None:
             # Gradio answers an event call with too few inputs with a traceback in the log; refuse it here.
             data = payload.get("data") if isinstance(payload, dict) else None
-            if not isinstance(data, list) or len(data) < expected:
-                return UNKNOWN_EVENT
-        if isinstance(payload, dict):
-            if isinstance(payload.get("data"), list):
-                if not all(item is None or _is_upload(item, folder) for item in payload["data"]):
-                    return REFUSED_FILE
-            # event_data describes what was clicked (a gallery item, in the page's own cache); the handlers use
-            # only its index, and Gradio checks its paths itself.
-            payload = {key: value for key, value in payload.items() if key != "event_data"}
+            if not isinstance(data, list) or len(data) < event.inputs:
+                return body, UNKNOWN_EVENT
+            if event.takes_event_data or payload.get("event_data") is not None:
+                event_data = _selection(payload.get("event_data")) if event.takes_event_data else None
+                if event.takes_event_data and event_data is None:
+                    return body, BAD_EVENT_DATA
+                payload = {**payload, "event_data": event_data}
+                body = json.dumps(payload).encode()
+        if isinstance(payload, dict) and isinstance(payload.get("data"), list):
+            if not all(item is None or _is_upload(item, folder) for item in payload["data"]):
+                return body, REFUSED_FILE
         if any(not _is_upload(obj, folder) for obj in _file_like(payload)):
-            return REFUSED_FILE
-        return None
+            return body, REFUSED_FILE
+        return body, None
 
 
-def gradio_event_inputs(fns: Mapping[int, Any], api_prefix: str) -> Callable[[str, Any], int | None]:
-    """`event_inputs` for a Gradio app whose event functions are `fns` (Blocks.fns): the page's queue calls name
-    their event by `fn_index`, API calls by the name in their path (/call/NAME, /run/NAME, /api/NAME). An unknown
-    event, and Gradio's keyword form /call/v2/NAME, count as taking more inputs than any request sends, so they
-    are refused."""
-    by_name = {fn.api_name: len(fn.inputs) for fn in fns.values() if isinstance(fn.api_name, str)}
-    unknown = 1 << 30
+def _selection(event_data: Any) -> dict[str, Any] | None:
+    """A select event's event_data as the handlers use it (a whole-number index, no value), or None if malformed."""
+    index = event_data.get("index") if isinstance(event_data, dict) else None
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < MAX_INDEX:
+        return {"index": index, "value": None}
+    return None
 
-    def by_index(index: Any) -> int:
-        fn = fns.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
-        return unknown if fn is None else len(fn.inputs)
 
-    def event_inputs(path: str, payload: Any) -> int | None:
+def gradio_events(fns: Mapping[int, Any], api_prefix: str) -> Callable[[str, Any], Event | None]:
+    """`events` for a Gradio app whose event functions are `fns` (Blocks.fns): the page's queue calls name their
+    event by `fn_index`, API calls by the name in their path (/call/NAME, /run/NAME, /api/NAME). An unknown event,
+    one only the server triggers (the page's unload), and Gradio's keyword form /call/v2/NAME are refused."""
+    callable_fns = {index: fn for index, fn in fns.items()
+                    if not any(target[1] == "unload" for target in fn.targets)}  # fmt: skip
+    by_name = {fn.api_name: _event(fn) for fn in callable_fns.values() if isinstance(fn.api_name, str)}
+
+    def by_index(index: Any) -> Event:
+        fn = callable_fns.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
+        return NO_SUCH_EVENT if fn is None else _event(fn)
+
+    def events(path: str, payload: Any) -> Event | None:
         route = path.removeprefix(api_prefix).strip("/").split("/")
         index = payload.get("fn_index") if isinstance(payload, dict) else None
         if route == ["queue", "join"]:
             return by_index(index)
         if route[:2] == ["call", "v2"]:
-            return unknown  # keyword arguments instead of `data`: not a form this app's events are called in
+            return NO_SUCH_EVENT  # keyword arguments instead of `data`: not a form this app's events are called in
         if len(route) == 2 and route[0] in ("call", "run", "api"):
             # As Gradio does: a fn_index in the body wins over the name (the page's unqueued events use /run/predict).
-            return by_name.get(route[1], unknown) if index is None else by_index(index)
+            return by_name.get(route[1], NO_SUCH_EVENT) if index is None else by_index(index)
         return None
 
-    return event_inputs
+    return events
+
+
+def _event(fn: Any) -> Event:
+    return Event(inputs=len(fn.inputs), takes_event_data=bool(fn.collects_event_data))
 
 
 def _is_upload(item: Any, folder: str) -> bool:
@@ -267,11 +285,6 @@ def _is_upload(item: Any, folder: str) -> bool:
 def _inside(path: str, folder: str) -> bool:
     plain = "\0" not in path and os.path.isabs(path) and os.path.normpath(path) == path
     return plain and path.startswith(folder + os.sep)
-
-
-def accepts_upload(path: Any, uploads: Iterable[str]) -> bool:
-    """Whether `path` (from an event's validated file object) is an upload Gradio has registered and not deleted."""
-    return isinstance(path, str) and path in uploads
 
 
 def _file_like(payload: Any, depth: int = 0):
@@ -294,47 +307,3 @@ async def _respond(send, status: int, message: str) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def sweep_leftovers(folder: Path, tracked: Iterable[str], *, older_than_s: float, since: float) -> int:
-    """Delete files under `folder` that Gradio does not track, changed after `since` and more than
-    `older_than_s` seconds ago (a refused or aborted upload's temp file), and the folders they leave empty.
-    Files from before `since` (another process's) are left alone. Returns how many files were deleted."""
-    tracked = {os.path.abspath(p) for p in tracked}
-    now, deleted = time.time(), 0
-    for path in sorted(Path(folder).rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        try:
-            info = path.lstat()
-            if path.is_dir():
-                if info.st_ctime >= since and not any(path.iterdir()):
-                    path.rmdir()
-            elif str(path) not in tracked and since <= info.st_ctime < now - older_than_s:
-                path.unlink()
-                deleted += 1
-        except OSError:
-            continue  # gone already, or being written: the next sweep sees it
-    return deleted
-
-
-def leftover_sweeper(folder: Path, tracked: Callable[[], Iterable[str]], *, every_s: float, age_s: float):
-    """A FastAPI lifespan that runs `sweep_leftovers` every `every_s` seconds, and at shutdown deletes every file
-    that arrived in `folder` while the server ran."""
-
-    @asynccontextmanager
-    async def lifespan(app):
-        since = time.time()
-
-        async def loop():
-            while True:
-                await asyncio.sleep(every_s)
-                await asyncio.to_thread(sweep_leftovers, folder, tracked(), older_than_s=age_s, since=since)
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            # Shutdown (SIGINT or SIGTERM): everything this server received goes, tracked or not.
-            sweep_leftovers(folder, (), older_than_s=-1.0, since=since)
-
-    return lifespan

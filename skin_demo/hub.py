@@ -42,6 +42,8 @@ from skin_demo.modelpack import ModelPack, Models, PackageError
 from skin_demo.predictor import TASKS, slot_problem
 from skin_demo.settings import (
     DEFAULT_HUB_DEADLINE_S,
+    DEFAULT_HUB_MAX_FILE_MB,
+    DEFAULT_HUB_MAX_PACKAGE_MB,
     DEFAULT_HUB_TIMEOUT_S,
     Settings,
     is_commit_sha,
@@ -61,8 +63,8 @@ class HubError(PackageError):
 class Limits:
     """How much one Hub package may take: bytes per file, bytes for all its files, seconds for the whole download."""
 
-    max_file_bytes: int
-    max_package_bytes: int
+    max_file_bytes: int = int(DEFAULT_HUB_MAX_FILE_MB * 1e6)
+    max_package_bytes: int = int(DEFAULT_HUB_MAX_PACKAGE_MB * 1e6)
     deadline_s: float = DEFAULT_HUB_DEADLINE_S
 
 
@@ -127,7 +129,7 @@ def load_from_hub(
     endpoint: str | None = None,
     cache_dir: Path | str | None = None,
     timeout_s: float = DEFAULT_HUB_TIMEOUT_S,
-    limits: Limits,
+    limits: Limits = Limits(),
     token: str | bool | None = None,
     allow_unpinned: bool = False,
 ) -> ModelPack:

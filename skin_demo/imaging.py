@@ -59,6 +59,12 @@ _RESAMPLE = {
 _HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _large_decode = threading.BoundedSemaphore(1)
 
+# Pillow warns about odd EXIF, ICC or MPO data in files that decode fine ("Corrupt EXIF data", "Truncated File
+# Read"): in a server that is one log entry per visitor's photo. One process-wide filter, set once, because
+# warnings.catch_warnings swaps the global filter list and is not thread-safe: concurrent requests undid each
+# other's filters. (Decompression bombs need no warning: _check_size refuses them below Pillow's own threshold.)
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+
 
 class ImageError(ValueError):
     """An input the app cannot analyse; the message says what was wrong and what to do."""
@@ -88,13 +94,12 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
             image.seek(0)
         full_size_pixels = image.width * image.height
         if image.format in JPEG_FORMATS:
+            _check_jpeg_holds(image)
             _draft(image, draft_size)
         if kind != "progressive JPEG":  # a baseline JPEG holds only the pixels it decodes at (after the draft)
             full_size_pixels = image.width * image.height
         image, orientation = _decode_reduced(image, draft_size, large=full_size_pixels > LARGE_DECODE_PIXELS)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = _upright(image, orientation)
+        image = _upright(image, orientation)
         rgb = _to_rgb(image)
     except ImageError:
         raise
@@ -166,17 +171,34 @@ def _open(source: ImageSource) -> Image.Image:
         if n_bytes > MAX_FILE_BYTES:
             raise ImageError(_too_big_bytes(n_bytes))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(source, formats=FORMATS)
+        return Image.open(source, formats=FORMATS)
     except UnidentifiedImageError:
         raise ImageError(
             "this file is not an image this app can read; upload a JPEG or PNG photo (WebP, GIF, TIFF, BMP work too)"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageError(_too_many_pixels()) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"could not read image: {_reason(exc)} (upload a JPEG or PNG photo)") from None
+
+
+def _check_jpeg_holds(image: Image.Image) -> None:
+    """Refuse a JPEG too small to hold the pixels its header claims (a 4 kB file saying 7000x7000).
+
+    libjpeg decodes such a file without an error, filling what is missing with grey. Huffman coding, which every
+    camera and browser uses, spends at least one bit on each 8x8 block of the first component (its DC code), so a
+    real JPEG has at least blocks / 8 bytes. (Arithmetic-coded JPEGs could go below that; nothing writes them.)"""
+    if image.fp is None:  # decoded already (a PIL image passed in): nothing left to check
+        return
+    blocks = math.ceil(image.width / 8) * math.ceil(image.height / 8)
+    position = image.fp.tell()
+    n_bytes = image.fp.seek(0, io.SEEK_END)
+    image.fp.seek(position)
+    if n_bytes * 8 < blocks:
+        raise ImageError(
+            f"the file is {n_bytes} bytes, too small to hold the {image.width}x{image.height} pixels its JPEG header "
+            "claims: it is truncated or corrupt (upload the original photo)"
+        )
 
 
 def _draft(image: Image.Image, draft_size: int | None) -> None:
@@ -215,18 +237,12 @@ def _decode_reduced(image: Image.Image, draft_size: int | None, *, large: bool) 
             raise ImageError("the server is busy decoding other very large images; try again in a minute, or "
                              "upload a smaller photo")  # fmt: skip
         try:
-            return _reduce(_load(image), draft_size)
+            image.load()
+            return _reduce(image, draft_size)
         finally:
             _large_decode.release()
-    return _reduce(_load(image), draft_size)
-
-
-def _load(image: Image.Image) -> Image.Image:
-    with warnings.catch_warnings():
-        # Pillow warns about odd EXIF/ICC data; the image itself is fine, and warnings would only fill logs.
-        warnings.simplefilter("ignore")
-        image.load()
-    return image
+    image.load()
+    return _reduce(image, draft_size)
 
 
 def _reduce(image: Image.Image, draft_size: int | None) -> tuple[Image.Image, int]:

@@ -12,6 +12,10 @@ MALIGNANT_CODES = frozenset({"akiec", "bcc", "mel"})
 
 MALIGNANCY_LABELS = ("benign", "malignant")
 
+# The data sources of the packages' evaluations, as pages, cards and reports name them; an unknown one shows as
+# itself.
+SOURCE_NAMES = {"ham10000": "HAM10000", "isic2017": "ISIC 2017", "clinical": "clinical photos"}
+
 DISPLAY_NAMES = {
     "akiec": "Actinic keratosis / intraepithelial carcinoma",
     "bcc": "Basal cell carcinoma",

@@ -12,7 +12,9 @@ import dataclasses
 import html
 import logging
 import os
+import re
 import traceback
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,13 @@ from starlette.middleware import Middleware  # noqa: E402
 from skin_demo import charts, guard  # noqa: E402
 from skin_demo.examples import HAM10000_CITATION, Example, read_manifest  # noqa: E402
 from skin_demo.imaging import MAX_FILE_BYTES, ImageError  # noqa: E402
+from skin_demo.hub import load_models  # noqa: E402
+from skin_demo.modelpack import Models  # noqa: E402
 from skin_demo.predictor import Prediction, Predictor  # noqa: E402
-from skin_demo.settings import LoadedModels, Settings, load_models  # noqa: E402
-from skin_demo.taxonomy import DESCRIPTIONS, LESION_CODES, MALIGNANT_CODES, display_name  # noqa: E402
+from skin_demo.settings import Settings  # noqa: E402
+from skin_demo.taxonomy import DESCRIPTIONS, LESION_CODES, MALIGNANT_CODES, SOURCE_NAMES, display_name  # noqa: E402
 from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, FlagWords, flag_words  # noqa: E402
+from skin_demo.uploads import Uploads  # noqa: E402
 from skin_demo.web.server import mount_on_device  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -40,13 +45,17 @@ log = logging.getLogger(__name__)
 TITLE = "Skin lesion classifier (research demo)"
 ON_DEVICE_PATH = "/on-device/"
 QUEUE_MAX_SIZE = 64  # requests waiting beyond this get an immediate "queue full" instead of a long wait
-# Gradio deletes the uploads it registered once they are a minute old (checked every 30 s): the page's photo stays
-# long enough for the browser to show its preview, an API upload is deleted as soon as it has been analysed.
-CACHE_SWEEP = (30, 60)
+# An upload lives at most a minute (the page's photo long enough for the browser to show its preview; an API upload
+# goes as soon as it has been analysed); what never became an upload is swept every 30 s (skin_demo.uploads).
+UPLOAD_LIFETIME_S = 60.0
+LEFTOVER_SWEEP_S = 30.0
 SESSION_CAPACITY = 200  # Gradio keeps per-visitor page state for at most this many recent sessions
 JSON_BODY_LIMIT = 64 * 1024  # an event call names an upload; it never carries an image itself
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and part headers around one image file
 PAGE_GONE = "this photo is no longer on the server (photos are deleted a minute after upload); upload it again"
+NO_EXAMPLE = "this example is not on the page; tap one of the examples shown"
+_UPLOADS: weakref.WeakKeyDictionary[gr.Blocks, Uploads] = weakref.WeakKeyDictionary()  # each app's uploads
+_MARKDOWN_PUNCTUATION = re.compile(r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]""")
 
 CSS = """
 .gradio-container {max-width: 1180px !important;}
@@ -81,7 +90,7 @@ PAGE_URL_JS = (  # the API snippet names the URL the visitor is on
 )
 
 
-def build_app(settings: Settings | None = None, *, models: LoadedModels | None = None) -> gr.Blocks:
+def build_app(settings: Settings | None = None, *, models: Models | None = None) -> gr.Blocks:
     """Load the models (bundled or Hub, as `settings` say) and build the page and the /predict endpoint.
 
     settings: defaults to Settings.from_env() (SKIN_DEMO_* environment variables).
@@ -91,15 +100,19 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
     """
     settings = settings or Settings.from_env()
     models = models or load_models(settings)
-    predictor = Predictor(models.malignancy, models.lesion_type, models.lesion_check)
+    predictor = Predictor.from_models(models)
     examples = read_manifest(settings.examples_dir)
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
+    # No delete_cache: Gradio's sweep dies under load (skin_demo.uploads says how); uploads are this app's own.
+    demo = gr.Blocks(title=TITLE, analytics_enabled=False)
+    uploads = _UPLOADS[demo] = Uploads(get_upload_folder(), lifetime_s=UPLOAD_LIFETIME_S,
+                                       forget=demo.upload_file_set.discard)  # fmt: skip
+    with demo:
         gr.Markdown(f"# {TITLE}", elem_id="title")
         gr.HTML(f"<details><summary>⚠️ {DISCLAIMER_SHORT}</summary><p>{html.escape(DISCLAIMER)}</p></details>",
                 elem_id="disclaimer")  # fmt: skip
         if models.notices:
-            gr.Markdown("\n\n".join(f"**Model notice:** {html.escape(n)}" for n in models.notices.values()),
+            gr.Markdown("\n\n".join(f"**Model notice:** {_markdown_text(n)}" for n in models.notices.values()),
                         elem_id="model-notice")  # fmt: skip
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
@@ -148,13 +161,13 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
 
         result, show, say = view.components, view.show, view.say
 
-        def analyse_upload(payload: dict | None) -> dict[Any, Any]:
+        def analyse_upload(payload: dict | None, request: gr.Request) -> dict[Any, Any]:
             path = (payload or {}).get("path")
             if path is None:
                 return say("Upload, photograph or paste a photo first.")
             if path in example_by_copy:  # Analyse pressed again on a tapped example
                 return analyse_example(example_by_copy[path])
-            if not guard.accepts_upload(path, demo.upload_file_set):
+            if not uploads.claim(path, request.session_hash):
                 return say(f"**Cannot analyse this photo:** {PAGE_GONE}.")
             try:
                 return show(_predict(predictor, path))
@@ -162,23 +175,28 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
                 return say(f"**Cannot analyse this file:** {html.escape(str(exc))}.")
 
         def analyse_example(index: int) -> dict[Any, Any]:
+            if not 0 <= index < len(examples):
+                return say(f"**Cannot analyse this example:** {NO_EXAMPLE}.")
             try:
                 return show(_predict(predictor, examples[index].path))
             except ImageError as exc:
                 return say(f"**Cannot analyse this example:** {html.escape(str(exc))}.")
 
-        def api_predict(payload: dict | None) -> dict[str, Any]:
+        def api_predict(payload: dict | None, request: gr.Request) -> dict[str, Any]:
             """Analyse one uploaded image file; returns the JSON described in the README's API section."""
             path = (payload or {}).get("path")
-            if not guard.accepts_upload(path, demo.upload_file_set):
+            if not uploads.take(path, request.session_hash):
                 raise gr.Error(guard.REFUSED_FILE, title="Cannot analyse this request", print_exception=False)
             try:
                 prediction = _predict(predictor, path)
             except ImageError as exc:
                 raise gr.Error(str(exc), title="Cannot analyse this file", print_exception=False) from None
             finally:
-                _delete_upload(demo, path)  # an API upload is analysed once, then deleted
+                uploads.discard(path)  # an API upload is analysed once, then deleted
             return _result_json(prediction, models)
+
+        def end_session(request: gr.Request) -> None:
+            uploads.end_session(request.session_hash)  # the page was closed: its photos go
 
         # The page's events stay out of the API (api_visibility="private"). They take gr.Image's validated file
         # object as it is (preprocess=False): imaging.load_image, not gr.Image's own Pillow pass, is the one
@@ -193,6 +211,8 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
                                queue=False)  # fmt: skip
         if examples:
             def select_example(evt: gr.SelectData) -> dict[Any, Any]:
+                if not 0 <= evt.index < len(examples):  # the request guard lets whole numbers through
+                    return analyse_example(evt.index)
                 return {image: example_copies[evt.index], **analyse_example(evt.index)}
 
             gallery.select(select_example, None, [image, *result], api_visibility="private").then(
@@ -211,15 +231,23 @@ def build_app(settings: Settings | None = None, *, models: LoadedModels | None =
             "as JSON.",
         )
 
-    demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=QUEUE_MAX_SIZE)
+        demo.unload(end_session)
+
+    # api_open=False: every analysis goes through the queue (and its concurrency limit), as on a Space.
+    demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=QUEUE_MAX_SIZE, api_open=False)
     return demo
 
 
-def launch(demo: gr.Blocks, models: LoadedModels, **overrides: Any):
+def uploads_of(demo: gr.Blocks) -> Uploads:
+    """The uploads of an app that build_app made."""
+    return _UPLOADS[demo]
+
+
+def launch(demo: gr.Blocks, models: Models, **overrides: Any):
     """Serve `demo` with this app's defaults (any of which `overrides` may replace), and the on-device page for
     `models` at /on-device/; returns what gr.Blocks.launch returns. Blocks until the server stops unless
     prevent_thread_lock=True."""
-    uploads = get_upload_folder()  # where this server's Gradio app stores uploads (read once, as Gradio does)
+    uploads = uploads_of(demo)
     options: dict[str, Any] = dict(
         max_file_size=MAX_FILE_BYTES,  # the same limit imaging.load_image enforces
         css=CSS,
@@ -232,11 +260,10 @@ def launch(demo: gr.Blocks, models: LoadedModels, **overrides: Any):
         state_session_capacity=SESSION_CAPACITY,
         app_kwargs={
             "middleware": [Middleware(guard.RequestGuard, upload_limit=MAX_FILE_BYTES + MULTIPART_OVERHEAD,
-                                      json_limit=JSON_BODY_LIMIT, upload_folder=uploads,
-                                      event_inputs=guard.gradio_event_inputs(demo.fns, API_PREFIX))],  # fmt: skip
-            "lifespan": guard.leftover_sweeper(Path(uploads),
-                                               lambda: set().union(*demo.temp_file_sets),
-                                               every_s=CACHE_SWEEP[0], age_s=CACHE_SWEEP[1]),  # fmt: skip
+                                      json_limit=JSON_BODY_LIMIT, upload_folder=uploads.folder,
+                                      events=guard.gradio_events(demo.fns, API_PREFIX),
+                                      upload_route=f"{API_PREFIX}/upload", adopt_uploads=uploads.adopt)],  # fmt: skip
+            "lifespan": uploads.lifespan(sweep_every_s=LEFTOVER_SWEEP_S),
         },
     )
     if not os.environ.get("GRADIO_SERVER_NAME") and os.environ.get("SPACE_ID"):
@@ -263,16 +290,9 @@ def _predict(predictor: Predictor, path: str | Path) -> Prediction:
                        print_exception=False) from None  # fmt: skip
 
 
-def _delete_upload(demo: gr.Blocks, path: str) -> None:
-    """Delete an analysed upload and forget it in Gradio's file sets (its sweep never forgets a missing file)."""
-    for files in demo.temp_file_sets:
-        files.discard(path)
-    Path(path).unlink(missing_ok=True)
-
-
-def _result_json(prediction: Prediction, models: LoadedModels) -> dict[str, Any]:
+def _result_json(prediction: Prediction, models: Models) -> dict[str, Any]:
     result = prediction.to_json()
-    result["models"] = {pack.config.task: pack.describe() for pack in models}
+    result["models"] = {task: pack.describe() for task, pack in models.items()}
     result["notices"] = dict(models.notices)
     result["disclaimer"] = DISCLAIMER
     return result
@@ -282,7 +302,7 @@ def _result_json(prediction: Prediction, models: LoadedModels) -> dict[str, Any]
 class _ResultView:
     """The result column's components, and what they show for a prediction or a message."""
 
-    models: LoadedModels
+    models: Models
     message: gr.Markdown
     headline: gr.HTML
     numbers: gr.Column  # caveat, donuts, text version, all numbers: hidden while the lesion check fails
@@ -296,7 +316,7 @@ class _ResultView:
     status: gr.Markdown
 
     @classmethod
-    def build(cls, models: LoadedModels) -> _ResultView:
+    def build(cls, models: Models) -> _ResultView:
         """Create the components in page order (inside the caller's layout context)."""
         message = gr.Markdown("", visible=False, elem_id="message")
         headline = gr.HTML("", elem_id="headline")
@@ -341,7 +361,7 @@ class _ResultView:
         passed = check is None or check.passed
         mal_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.malignancy_slices(prediction))
         type_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.lesion_type_slices(prediction))
-        words = flag_words(flag.flagged, flag.domain, self.models.malignancy.config)
+        words = flag_words(flag.flagged, flag.domain, self.models["malignancy"].config)
         return {
             self.message: gr.Markdown("" if passed else f"**{html.escape(check.message)}**", visible=not passed),
             self.headline: _headline_html(prediction, words) if passed else "",
@@ -391,16 +411,24 @@ def _summary_html(prediction: Prediction, words: FlagWords) -> str:
     )
 
 
+def _markdown_text(text: str) -> str:
+    """`text` shown as it is in Markdown: every ASCII punctuation mark backslash-escaped (CommonMark allows that for
+    all of them), so a package's label or metrics key cannot become a link, an image, a table cell or HTML."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\g<0>", text)
+
+
 def _per_class_markdown(prediction: Prediction) -> str:
     rows = ["| Model | Class | Probability |", "|---|---|---|"]
-    rows += [f"| malignancy | {display_name(k)} | {p:.1%} |" for k, p in prediction.malignancy.items()]
-    rows += [f"| lesion type | {display_name(k)} | {p:.1%} |" for k, p in prediction.lesion_type.items()]
+    rows += [f"| malignancy | {_markdown_text(display_name(k))} | {p:.1%} |"
+             for k, p in prediction.malignancy.items()]  # fmt: skip
+    rows += [f"| lesion type | {_markdown_text(display_name(k))} | {p:.1%} |"
+             for k, p in prediction.lesion_type.items()]  # fmt: skip
     if prediction.lesion_check is not None:
         check = prediction.lesion_check
         rows.append(f"| lesion check | skin-lesion close-up | {check.score:.1%} (passes from {check.threshold:.1%}) |")
     if prediction.image_domain is not None:
         domains = prediction.image_domain.probabilities
-        rows += [f"| image domain | {display_name(k)} | {p:.1%} |" for k, p in domains.items()]
+        rows += [f"| image domain | {_markdown_text(display_name(k))} | {p:.1%} |" for k, p in domains.items()]
     return "\n".join(rows)
 
 
@@ -427,10 +455,9 @@ def _classes_markdown() -> str:
     return "\n".join(rows)
 
 
-SOURCE_NAMES = {"ham10000": "HAM10000", "isic2017": "ISIC 2017 (another clinic)"}
 
 
-def _models_markdown(models: LoadedModels) -> str:
+def _models_markdown(models: Models) -> str:
     purpose = {
         "malignancy": "How likely the lesion is malignant",
         "lesion_type": "Which of seven lesion types it resembles",
@@ -443,11 +470,11 @@ def _models_markdown(models: LoadedModels) -> str:
         "each class a model gets right (0.5 is chance for two classes). Ordinary photos are much harder for them; "
         "the result of such a photo says how they did on them in tests."
     ]
-    for pack in models:
+    for pack in models.values():
         info = pack.describe()
         parts.append(
             f"- **{purpose.get(info['task'], info['task'])}** ({_tested(info['metrics'])}). "
-            f"Source: {html.escape(info['source'])}."
+            f"Source: {_markdown_text(info['source'])}."
         )
     return "\n".join(parts)
 
@@ -457,7 +484,8 @@ def _tested(metrics: dict[str, Any]) -> str:
     per_source = {SOURCE_NAMES.get(k, k): v["balanced_accuracy"] for k, v in metrics.items()
                   if isinstance(v, dict) and isinstance(v.get("balanced_accuracy"), (int, float))}
     if per_source:
-        return "balanced accuracy " + ", ".join(f"{v:.2f} on {name} test photos" for name, v in per_source.items())
+        return "balanced accuracy " + ", ".join(f"{v:.2f} on {_markdown_text(name)} test photos"
+                                                for name, v in per_source.items())  # fmt: skip
     score = metrics.get("balanced_accuracy")
     if isinstance(score, (int, float)):
         return f"balanced accuracy {score:.3f} on its test set"

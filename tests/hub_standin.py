@@ -20,7 +20,12 @@ repos exist. Like the real Hub, a new repo starts with a commit holding `.gitatt
 Fault modes (`set_fault`): "down" closes the listening socket (connections are refused; the URL stays the same and
 comes back with `set_fault(None)`), "slow" waits `delay_s` before answering each request, "error500" answers every
 request with HTTP 500, "truncate" sends file bodies (GET .../resolve/...) cut to half their length with a matching
-Content-Length, while HEAD still announces the full size: the client's size check then fails.
+Content-Length, while HEAD still announces the full size: the client's size check then fails. "drip" sends file
+bodies in 64 kB pieces `delay_s` apart (a transfer still running at a deadline); "oversend" sends them without a
+Content-Length and `extra_bytes` more bytes than the file has (a Hub that lies about a size).
+
+A file may be `Generated(size)`: its bytes are made as they are sent, never stored, so a repo can declare a 4 GB
+model.onnx at no cost. `sent` counts the body bytes sent per request path, for tests of what a client stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-FAULT_MODES = (None, "down", "slow", "truncate", "error500")
+FAULT_MODES = (None, "down", "slow", "truncate", "error500", "drip", "oversend")
+CHUNK = 64 * 1024
 
 # What the Hub stores through LFS: the patterns of its default .gitattributes, anything of 10 MB or more, and any
 # file that looks binary (git's own test: a NUL byte in the first bytes). Everything else is a regular git blob.
@@ -64,13 +70,22 @@ def _lfs_pointer(sha256: str, size: int) -> bytes:
 
 
 @dataclass(frozen=True)
+class Generated:
+    """A file of `size` bytes, each `fill`, that the stand-in makes as it sends it (stored as LFS, never on disk)."""
+
+    size: int
+    fill: bytes = b"\0"
+
+
+@dataclass(frozen=True)
 class _Blob:
-    """One file version. Its bytes live on disk under `blobs/<sha256>`."""
+    """One file version. Its bytes live on disk under `blobs/<sha256>`, or are `generated` as they are sent."""
 
     sha256: str
     size: int
     lfs: bool
     git_oid: str  # git object id of what git stores (the file, or its LFS pointer): the Hub's oid and ETag
+    generated: bytes | None = None  # the fill byte of a Generated file
 
 
 @dataclass
@@ -103,7 +118,7 @@ class _Response:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    is_file: bool = False  # a file body: the only thing the "truncate" fault cuts
+    blob: _Blob | None = None  # a file body, sent in pieces: the only thing the file faults change
 
 
 def _json(obj: object, status: int = 200, content_type: str = "application/json") -> _Response:
@@ -124,6 +139,8 @@ class HubStandin:
         self.auth_headers: list[str] = []
         self.fault: str | None = None
         self.delay_s = 0.0
+        self.extra_bytes = 0
+        self.sent: dict[str, int] = {}  # request path -> file body bytes sent
         self._repos: dict[str, _Repo] = {}
         self._lock = threading.RLock()
         self._n_commits = 0
@@ -161,11 +178,11 @@ class HubStandin:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def set_fault(self, mode: str | None, *, delay_s: float = 0.0) -> None:
+    def set_fault(self, mode: str | None, *, delay_s: float = 0.0, extra_bytes: int = 0) -> None:
         """Misbehave from now on (see the module docstring); None restores normal service on the same URL."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}: use one of {FAULT_MODES}")
-        self.fault, self.delay_s = mode, delay_s
+        self.fault, self.delay_s, self.extra_bytes = mode, delay_s, extra_bytes
         if mode == "down":
             self._wake.set()
             self._close()
@@ -189,7 +206,7 @@ class HubStandin:
     # ------------------------------------------------------------------ direct access for tests
 
     def add_commit(
-        self, repo_id: str, files: dict[str, bytes | Path], *, message: str = "", branch: str = "main"
+        self, repo_id: str, files: dict[str, bytes | Path | Generated], *, message: str = "", branch: str = "main"
     ) -> str:
         """Commit `files` on top of `branch` (made from main if new; the repo is made if new); returns the sha."""
         with self._lock:
@@ -200,6 +217,11 @@ class HubStandin:
                 repo.branches[branch] = repo.branches["main"]
             changes = {}
             for path, content in files.items():
+                if isinstance(content, Generated):
+                    sha256 = hashlib.sha256(b"generated %d %r" % (content.size, content.fill)).hexdigest()
+                    changes[path] = _Blob(sha256, content.size, True, _git_blob_sha1(_lfs_pointer(sha256, content.size)),
+                                          generated=content.fill)  # fmt: skip
+                    continue
                 data = content.read_bytes() if isinstance(content, Path) else content
                 changes[path] = self._store(data, lfs=_stored_as_lfs(path, len(data), data[:512]))
             return self._commit(repo_id, branch, changes, message)
@@ -229,7 +251,23 @@ class HubStandin:
         return _Blob(sha256=sha256, size=size, lfs=lfs, git_oid=git_oid)
 
     def _read(self, blob: _Blob) -> bytes:
+        if blob.generated is not None:
+            return blob.generated * blob.size
         return (self.storage_dir / "blobs" / blob.sha256).read_bytes()
+
+    def _pieces(self, blob: _Blob, size: int):
+        """The first `size` bytes of a file (past its end: more of its fill, or zeros), in pieces of CHUNK bytes."""
+        sent = 0
+        if blob.generated is None:
+            with (self.storage_dir / "blobs" / blob.sha256).open("rb") as f:
+                while sent < size and (piece := f.read(min(CHUNK, size - sent))):
+                    sent += len(piece)
+                    yield piece
+        fill = blob.generated or b"\0"
+        while sent < size:
+            piece = fill * min(CHUNK, size - sent)
+            sent += len(piece)
+            yield piece
 
     def _create_repo(self, repo_id: str, *, private: bool) -> None:
         self._repos[repo_id] = _Repo(private=private, branches={"main": ""})
@@ -308,12 +346,19 @@ class HubStandin:
             headers["X-Linked-Size"] = str(blob.size)
         else:
             headers["ETag"] = f'"{blob.git_oid}"'
-        return _Response(200, headers, self._read(blob), is_file=True)
+        return _Response(200, headers, blob=blob)
 
-    def _api_model_info(self, *, repo: str, auth: str | None, revision: str = "main", **_) -> _Response:
+    def _api_model_info(self, *, repo: str, auth: str | None, query, revision: str = "main", **_) -> _Response:
         repo_obj = self._repo(repo, auth)
         sha = self._revision(repo_obj, revision)
         siblings = [{"rfilename": path} for path in sorted(repo_obj.commits[sha])]
+        if query.get("blobs", ["false"])[0].lower() == "true":  # files_metadata=True: sizes, as the Hub declares them
+            for sibling in siblings:
+                blob = repo_obj.commits[sha][sibling["rfilename"]]
+                sibling.update(size=blob.size, blobId=blob.git_oid)
+                if blob.lfs:
+                    pointer_size = len(_lfs_pointer(blob.sha256, blob.size))
+                    sibling["lfs"] = {"sha256": blob.sha256, "size": blob.size, "pointerSize": pointer_size}
         return _json({"id": repo, "author": repo.split("/")[0], "sha": sha, "private": repo_obj.private,
                       "siblings": siblings, "tags": []})
 
@@ -459,21 +504,33 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         hub: HubStandin = self.server.hub
         response = hub._handle(self.command, self.path, self.headers, self._read_body())
-        body = response.body
-        content_length = len(body)
-        if response.is_file and hub.fault == "truncate" and self.command == "GET":
-            content_length = len(body) // 2
-            body = body[:content_length]
+        blob, fault = response.blob, hub.fault if self.command == "GET" else None
+        length: int | None = len(response.body) if blob is None else blob.size
+        if blob is not None and fault == "truncate":
+            length = blob.size // 2
+        body_size = length
+        if blob is not None and fault == "oversend":
+            length, body_size = None, blob.size + hub.extra_bytes
+        path = urlsplit(self.path).path
         try:
             self.send_response(response.status)
             for name, value in response.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(content_length))
+            if length is not None:
+                self.send_header("Content-Length", str(length))
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            if self.command == "HEAD":
+                return
+            if blob is None:
+                self.wfile.write(response.body)
+                return
+            for piece in hub._pieces(blob, body_size):
+                if fault == "drip" and hub._wake.wait(hub.delay_s):
+                    return  # the stand-in is stopping
+                self.wfile.write(piece)
+                hub.sent[path] = hub.sent.get(path, 0) + len(piece)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up first (a "slow" fault): nothing left to answer
+            pass  # the client gave up first (a "slow" fault, a transfer it stopped): nothing left to answer
 
     do_HEAD = do_GET = do_POST = do_PUT = _serve
 

@@ -231,7 +231,7 @@ def test_models_list_reads_per_source_test_results():
 
     per_source = {"ham10000": {"balanced_accuracy": 0.824, "n": 1504}, "isic2017": {"balanced_accuracy": 0.687}}
     assert _tested(per_source) == (
-        "balanced accuracy 0.82 on HAM10000 test photos, 0.69 on ISIC 2017 (another clinic) test photos"
+        "balanced accuracy 0.82 on HAM10000 test photos, 0.69 on ISIC 2017 test photos"
     )
     assert _tested({"balanced_accuracy": 0.98}) == "balanced accuracy 0.980 on its test set"
     assert _tested({}) == "no test result"

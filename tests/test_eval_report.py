@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +20,10 @@ from skin_demo.train.card import NOT_A_DIAGNOSIS, render_model_card
 from skin_demo.train.evaluate import TARGETS
 from skin_demo.train.metrics import EvalReport, Evaluation, compute_report
 from skin_demo.train.report import (
+    METRICS_FILE,
     REPORT_FILES,
     missed_targets,
     read_evaluation,
-    read_report,
     render_markdown,
     write_evaluation,
     write_report,
@@ -235,3 +236,15 @@ def test_the_cards_usage_example_matches_the_serving_path(tmp_path):
     for label, p in zip(pack.config.labels, expected):
         assert float(printed[label]) == pytest.approx(float(p), abs=1e-3)
     assert f"flagged as malignant: {expected[1] >= 0.4}" in out.getvalue()
+
+
+def read_report(folder: Path) -> EvalReport | None:
+    """The single report `write_report` wrote in `folder`/metrics.json, or None when there is none; raises
+    ValueError for a broken file."""
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return EvalReport.from_json(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not an evaluation report written by skin_demo.train: {exc}") from exc

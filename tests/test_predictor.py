@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.patches import Wedge
 
 from skin_demo import charts
 from skin_demo.imaging import ImageError, load_image, preprocess
@@ -198,7 +200,7 @@ def fixed_prediction() -> Prediction:
 def test_malignancy_donut_slices_colours_and_centre():
     figure = charts.malignancy_donut(fixed_prediction())
     assert isinstance(figure, Figure)
-    slices = charts.slices_of(figure)
+    slices = slices_of(figure)
     assert [(label, colour) for label, _, colour in slices] == [
         ("Malignant", MALIGNANT_COLOUR.lower()),
         ("Benign", BENIGN_COLOUR.lower()),
@@ -210,7 +212,7 @@ def test_malignancy_donut_slices_colours_and_centre():
 
 def test_lesion_type_donut_top3_full_names_and_other():
     figure = charts.lesion_type_donut(fixed_prediction())
-    slices = charts.slices_of(figure)
+    slices = slices_of(figure)
     assert [label for label, _, _ in slices] == [
         "Melanocytic nevus (nv)",
         "Melanoma (mel)",
@@ -234,3 +236,9 @@ def test_rendered_svgs_keep_text_as_text_and_are_cheap():
     assert "Melanocytic nevus (nv)" in rendered.lesion_type_svg  # real <text>, readable and searchable
     assert "Malignant" in rendered.malignancy_svg
     assert rendered.ms < 1000  # generous: the timing itself is reported by the app and the benchmark
+
+
+def slices_of(figure: Figure) -> list[tuple[str, float, str]]:
+    """(label, share of the full circle, facecolor as #rrggbb) for each wedge of a donut, in drawing order."""
+    wedges = [p for p in figure.patches if isinstance(p, Wedge)]
+    return [(w.get_label(), (w.theta2 - w.theta1) / 360.0, to_hex(w.get_facecolor())) for w in wedges]

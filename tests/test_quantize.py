@@ -18,7 +18,6 @@ from skin_demo.train.data import read_ham10000, read_split
 from skin_demo.train.quantize import (
     QuantizeError,
     calibration_samples,
-    model_is_quantized,
     quantize_package,
     shape_computation_nodes,
 )
@@ -260,3 +259,9 @@ def test_shape_and_padding_arithmetic_is_not_quantized(tmp_path):
     l32 = ModelPack.load(source).logits(x)
     l8 = ModelPack.load(tmp_path / "int8").logits(x)
     assert np.max(np.abs(l32 - l8)) < 0.05 * np.ptp(l32)
+
+
+def model_is_quantized(path: Path | str) -> bool:
+    """True when the ONNX file at `path` holds QDQ (QuantizeLinear / DequantizeLinear) nodes."""
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -390,9 +390,3 @@ def _cell(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
-def model_is_quantized(path: Path | str) -> bool:
-    """True when the ONNX file at `path` holds QDQ (QuantizeLinear / DequantizeLinear) nodes."""
-    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-    return {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from skin_demo.taxonomy import colour, display_name
+from skin_demo.taxonomy import SOURCE_NAMES, colour, display_name
 from skin_demo.train.metrics import SMALL_SUPPORT, WEAK_CLASS_FLOOR, EvalReport, Evaluation
 
 METRICS_FILE = "metrics.json"
@@ -23,7 +23,6 @@ MARKDOWN_FILE = "EVAL.md"
 CONFUSION_PNG = "confusion_matrix.png"
 ROC_PNG = "roc.png"
 REPORT_FILES = (METRICS_FILE, MARKDOWN_FILE, CONFUSION_PNG, ROC_PNG)
-SOURCE_NAMES = {"ham10000": "HAM10000", "isic2017": "ISIC 2017", "clinical": "clinical photos"}  # display names; an unknown source shows as itself
 METRIC_NAMES = {
     "balanced_accuracy": "balanced accuracy",
     "accuracy": "accuracy",
@@ -71,17 +70,6 @@ def write_report(report: EvalReport, folder: Path, *, title: str | None = None) 
     _save(plot_confusion_matrix(report), paths[CONFUSION_PNG])
     _save(plot_roc(report), paths[ROC_PNG])
     return paths
-
-
-def read_report(folder: Path) -> EvalReport | None:
-    """The single report in `folder`/metrics.json, or None when there is none; raises ValueError for a broken file."""
-    path = Path(folder) / METRICS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return EvalReport.from_json(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{path} is not an evaluation report written by skin_demo.train: {exc}") from exc
 
 
 def render_evaluation_markdown(evaluation: Evaluation, *, title: str | None = None) -> str:
@@ -301,4 +289,3 @@ def _missed_cell(headline: dict[str, Any]) -> str:
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png")
-

@@ -15,8 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from skin_demo.hub import load_models
 from skin_demo.modelpack import ModelPack, PackageError
-from skin_demo.settings import Settings, SettingsError, load_models
+from skin_demo.settings import Settings, SettingsError
 from skin_demo.web.site import (
     COMPRESSED_SUFFIX,
     STATIC_DIR,
@@ -27,8 +28,6 @@ from skin_demo.web.site import (
     page_texts,
     wasm_size,
 )
-
-LESION_CHECK = "lesion_check"
 
 SPACE_CARD = """---
 title: Skin lesion classifier on this device
@@ -105,15 +104,9 @@ def _skip_compressed(folder: str, names: list[str]) -> list[str]:
 
 
 def packages_in_use(settings: Settings) -> tuple[list[ModelPack], dict[str, str]]:
-    """The packages the app would serve with these settings, plus the bundled lesion-check package if the app's
-    loader does not load one itself."""
-    loaded = load_models(settings)
-    packs = list(loaded)
-    if LESION_CHECK not in {p.config.task for p in packs}:
-        folder = settings.bundled_dir(LESION_CHECK)
-        if folder.is_dir():
-            packs.append(ModelPack.load(folder, source=f"bundled models/{LESION_CHECK}", threads=1))
-    return packs, dict(loaded.notices)
+    """The packages the app would serve with these settings, and its notices about them."""
+    models = load_models(settings)
+    return list(models.values()), dict(models.notices)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skin_demo.modelpack import ModelPack
+from skin_demo.modelpack import ModelPack, Models
 from skin_demo.web.site import (
     RUNTIME_WASM,
     STATIC_DIR,
@@ -121,17 +121,17 @@ def on_device_app(
     return _WithHeaders(app, ISOLATION_HEADERS)
 
 
-def mount_on_device(fastapi_app: Starlette, models: Iterable[ModelPack], *, texts: Mapping[str, str] | None = None,
+def mount_on_device(fastapi_app: Starlette, models: Models, *, texts: Mapping[str, str] | None = None,
                     server_page: str | None = "../") -> None:  # fmt: skip
     """Serve the on-device page for `models` (the packages in use, bundled or from the Hub) at /on-device/.
 
     fastapi_app: the app's FastAPI application (Gradio's `demo.app` after launch, or one given to
       gr.mount_gradio_app); the routes go first, so nothing of Gradio's can shadow them, and can be added to a
-      running server. models: ModelPacks, e.g. settings.LoadedModels (its notices are passed on to the page).
+      running server. models: skin_demo.hub.load_models' result (its notices are passed on to the page).
     texts: the warnings; default the Gradio page's own (site.page_texts()).
     Raises site.WebError when the vendored runtime or the malignancy package is missing.
     """
-    sub_app = on_device_app(models, texts=texts or page_texts(), notices=getattr(models, "notices", None),
+    sub_app = on_device_app(models.values(), texts=texts or page_texts(), notices=models.notices,
                             server_page=server_page)  # fmt: skip
 
     async def add_slash(request: Request) -> Response:

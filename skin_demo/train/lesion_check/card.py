@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from skin_demo.config import PackageConfig
 from skin_demo.train.card import LICENSE, NOT_A_DIAGNOSIS
 from skin_demo.train.lesion_check.table import format_table
-from skin_demo.train.report import SOURCE_NAMES
+from skin_demo.taxonomy import SOURCE_NAMES
 
 TEMPLATE = Path(__file__).parent.parent / "templates" / "lesion_check_card.md"
 
