@@ -186,8 +186,11 @@ def load_from_hub(
                     if f.rfilename in PACKAGE_FILES}  # fmt: skip
         _check_package(declared, limits, label)
         budget = _Budget(limits, stop, label)
+        # Every file of the one commit the Hub named (a branch could move between two files).
         paths = [hf_hub_download(repo_id, name, revision=info.sha, tqdm_class=budget.meter(name, size), **options)
                  for name, size in sorted(declared.items())]  # fmt: skip
+        if revision != info.sha:
+            _remember_ref(Path(cache), repo_id, revision, info.sha)
         return Path(paths[0]).parent, ""
 
     started = time.time()
@@ -221,6 +224,16 @@ def _cached(repo_id: str, revision: str, options: dict[str, Any]) -> Path:
                                   local_files_only=True, **cached))  # fmt: skip
 
 
+def _remember_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
+    """Record which commit a branch or tag named, as huggingface_hub's cache does (`refs/<revision>`), so that the
+    cached copy serves when the Hub is down. Downloads go by commit, which records no ref."""
+    refs = cache / f"models--{repo_id.replace('/', '--')}" / "refs"
+    ref = (refs / revision).resolve()
+    if ref.is_relative_to(refs.resolve()):  # a revision is a name, not a way out of the cache
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit)
+
+
 def _check_package(sizes: dict[str, int | None], limits: Limits, label: str) -> None:
     """Refuse a package whose files (declared by the Hub, or on disk) break a byte cap or lack the model."""
     missing = [name for name in (CONFIG_FILE, MODEL_FILE) if name not in sizes]
@@ -228,12 +241,12 @@ def _check_package(sizes: dict[str, int | None], limits: Limits, label: str) -> 
         raise HubError(f"hub {label}: the repo has no {' or '.join(missing)} at this revision (not a model package)")
     for name, size in sizes.items():
         if size is not None and size > limits.max_file_bytes:
-            raise HubError(f"hub {label}: {name} is {size / 1e6:.1f} MB, over the limit of "
-                           f"{limits.max_file_bytes / 1e6:.1f} MB per file")  # fmt: skip
+            raise HubError(f"hub {label}: {name} is {_size(size)}, over the limit of {_size(limits.max_file_bytes)} "
+                           "per file")  # fmt: skip
     total = sum(size or 0 for size in sizes.values())
     if total > limits.max_package_bytes:
-        raise HubError(f"hub {label}: the package is {total / 1e6:.1f} MB, over the limit of "
-                       f"{limits.max_package_bytes / 1e6:.1f} MB")  # fmt: skip
+        raise HubError(f"hub {label}: the package is {_size(total)}, over the limit of "
+                       f"{_size(limits.max_package_bytes)}")  # fmt: skip
 
 
 class _Budget:
@@ -283,11 +296,15 @@ class _Budget:
             self.refuse(name, file_bytes, cap)
         if total > self.limits.max_package_bytes:
             raise HubError(f"hub {self.label}: the package sent more than the limit of "
-                           f"{self.limits.max_package_bytes / 1e6:.1f} MB")  # fmt: skip
+                           f"{_size(self.limits.max_package_bytes)}")  # fmt: skip
 
     def refuse(self, name: str, size: int, cap: int) -> None:
-        raise HubError(f"hub {self.label}: {name} sent more than {cap / 1e6:.1f} MB (its declared size, or the limit "
-                       f"per file); got at least {size / 1e6:.1f} MB")  # fmt: skip
+        raise HubError(f"hub {self.label}: {name} sent more than {_size(cap)} (its declared size, or the limit per "
+                       f"file); got at least {_size(size)}")  # fmt: skip
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes} bytes"
 
 
 def _with_deadline(fn: Callable[[], T], deadline_s: float, stop: threading.Event) -> T:

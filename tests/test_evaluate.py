@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack, PackageError, softmax
-from skin_demo.train import evaluate
+from skin_demo.train import evaluate, evaluate_cli
 from skin_demo.train.data import Sample
 from skin_demo.train.evaluate import EvaluationError, HeldOutSet, evaluate_package, held_out_sets
 from skin_demo.train.report import read_evaluation
@@ -32,7 +32,7 @@ def fake_data(tmp_path):
 
 def _cli(*argv) -> int:
     parser = argparse.ArgumentParser()
-    evaluate.register(parser.add_subparsers(dest="command", required=True))
+    evaluate_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["evaluate", *map(str, argv)])
     return args.func(args)
 

@@ -10,9 +10,8 @@ import pytest
 from onnx import TensorProto
 
 from skin_demo.config import CONFIG_FILE, MODEL_FILE, ONNX_METADATA_KEY, PackageConfig
-from skin_demo.modelpack import ModelPack, PackageError, session_options, softmax
-from skin_demo.settings import HubSource, Settings, SettingsError, load_models
-from tests.tiny_packages import make_models_dir, make_package, tiny_config, tiny_logits
+from skin_demo.modelpack import MAX_CONFIG_DEPTH, ModelPack, PackageError, session_options, softmax
+from tests.tiny_packages import make_package, tiny_config, tiny_logits
 
 LABELS = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 
@@ -142,62 +141,21 @@ def test_config_json_and_embedded_config_are_the_same_document(tmp_path):
     assert pack.config.temperature == 1.7  # what serving uses is what both copies say
 
 
-# -- settings: where the packages come from ------------------------------------------------------------------
+def nested(depth: int) -> dict:
+    """A JSON object nesting `depth` levels of objects below it."""
+    value: dict = {"balanced_accuracy": 0.5}
+    for _ in range(depth):
+        value = {"deeper": value}
+    return value
 
 
-def test_bundled_packages_load_by_default_settings_folder(tmp_path):
-    models = load_models(Settings(models_dir=make_models_dir(tmp_path / "models"), threads=1))
-    assert models.malignancy.config.task == "malignancy"
-    assert models.lesion_type.config.task == "lesion_type"
-    assert models.malignancy.source.startswith("bundled ")
-    assert models.notices == {}
-
-
-def test_corrupt_bundled_package_is_a_startup_error_naming_the_file(tmp_path):
-    models_dir = make_models_dir(tmp_path / "models")
-    (models_dir / "lesion_type" / "model.onnx").write_bytes(b"garbage")
-    with pytest.raises(PackageError, match=str(models_dir / "lesion_type" / "model.onnx")):
-        load_models(Settings(models_dir=models_dir))
-
-
-def test_swapped_bundled_packages_are_refused(tmp_path):
-    make_package(tmp_path / "models" / "malignancy", "lesion_type")
-    make_package(tmp_path / "models" / "lesion_type", "lesion_type")
-    with pytest.raises(PackageError, match="expected 'malignancy'"):
-        load_models(Settings(models_dir=tmp_path / "models"))
-
-
-def test_settings_from_env_and_file(tmp_path):
-    settings_file = tmp_path / "settings.toml"
-    settings_file.write_text(
-        'models_dir = "/srv/models"\nhub_timeout = 2.5\nthreads = 2\n'
-        '[lesion_type]\nrepo = "org/types"\nrevision = "v1"\n'
-    )
-    env = {
-        "SKIN_DEMO_SETTINGS": str(settings_file),
-        "SKIN_DEMO_MALIGNANCY_REPO": "org/malignancy",
-        "SKIN_DEMO_MALIGNANCY_REVISION": "a" * 40,
-        "SKIN_DEMO_THREADS": "1",  # the environment wins over the file
-        "SKIN_DEMO_CONCURRENCY": "3",
-    }
-    settings = Settings.from_env(env)
-    assert settings.models_dir.as_posix() == "/srv/models"
-    assert settings.hub["malignancy"] == HubSource("org/malignancy", "a" * 40)
-    assert settings.hub["lesion_type"] == HubSource("org/types", "v1")
-    assert settings.hub_timeout_s == 2.5
-    assert settings.ort_threads == 1 and settings.concurrency_limit == 3
-
-
-def test_hub_repo_without_revision_is_reported_not_used(tmp_path):
-    settings = Settings.from_env({"SKIN_DEMO_LESION_TYPE_REPO": "org/types"})
-    assert settings.hub["lesion_type"] is None
-    assert "REVISION must both be set" in settings.hub_problems["lesion_type"]
-    models = load_models(Settings(models_dir=make_models_dir(tmp_path / "m"), hub_problems=settings.hub_problems))
-    assert "pinned to a revision" in models.notices["lesion_type"]
-    assert models.lesion_type.source.startswith("bundled")
-
-
-@pytest.mark.parametrize("env", [{"SKIN_DEMO_THREADS": "zero"}, {"SKIN_DEMO_HUB_TIMEOUT": "-1"}])
-def test_bad_settings_values_name_the_setting(env):
-    with pytest.raises(SettingsError, match="threads|hub_timeout"):
-        Settings.from_env(env)
+def test_a_config_nested_too_deep_for_the_api_is_refused_at_load(tmp_path):
+    """Issue 20, item 4: a package whose metrics nested 900 levels passed validation, then broke every /predict (the
+    response encoder stops at 255 levels) with a traceback per request. It is now refused when loaded."""
+    folder = make_package(tmp_path / "deep", config_overrides={"metrics": nested(900)})
+    config = folder / CONFIG_FILE  # written indented: 1.6 MB, over the size limit; the attack's was compact
+    config.write_text(json.dumps(json.loads(config.read_text()), separators=(",", ":")))
+    with pytest.raises(PackageError, match=rf"config\.json: config nests objects or lists more than {MAX_CONFIG_DEPTH}"):
+        ModelPack.load(folder)
+    real_depth = make_package(tmp_path / "ok", config_overrides={"metrics": nested(MAX_CONFIG_DEPTH - 3)})
+    assert ModelPack.load(real_depth).config.metrics

@@ -16,9 +16,7 @@ figures the page quotes) and in the regenerated model card. The side-by-side tab
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,13 +28,13 @@ import onnxruntime as ort
 
 from skin_demo.config import PackageConfig, PreprocessConfig
 from skin_demo.imaging import ImageError, load_image, preprocess
-from skin_demo.modelpack import ModelPack, PackageError
+from skin_demo.modelpack import ModelPack
 from skin_demo.postprocess import malignancy_flag, malignancy_score
 from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
-from skin_demo.train.data import IGNORE_LABEL, DataError, Sample, label_index, task_labels
+from skin_demo.train.data import IGNORE_LABEL, Sample, label_index, task_labels
 from skin_demo.train.metrics import EvalReport, Evaluation, compute_report
-from skin_demo.train.report import missed_targets, side_by_side_table, write_evaluation
+from skin_demo.train.report import write_evaluation
 
 EVAL_DIR = "eval"
 DEFAULT_BATCH_SIZE = 32
@@ -315,80 +313,6 @@ def split_name(split_path: Path, subset: str) -> str:
         except ValueError:
             continue
     return f"{path.as_posix()}:{subset}"
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the `evaluate` subcommand."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="evaluate an exported package on each source's held-out split through ONNX Runtime",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("package", type=Path, help="package folder (model.onnx + config.json), e.g. models/lesion_type")
-    parser.add_argument("--ham", "--data", dest="ham", type=Path, required=True,
-                        help="HAM10000 folder (HAM10000_metadata.csv + images); --data is the older spelling")
-    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (image_id, ..., split)")
-    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder (labels.csv + images): a second test source")
-    parser.add_argument("--clinical", type=Path, help="clinical-photo folder (labels.csv + images): the camera domain")
-    parser.add_argument("--lesion-type", type=Path,
-                        help="lesion-type package, for a malignancy package whose decision uses its malignant sum")
-    parser.add_argument("--subset", default="test", help="which subset of each split to evaluate (default: test)")
-    parser.add_argument(
-        "--limit", type=int, help="evaluate a seeded random N of each source's subset (a quick check; needs --out)"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        help="write the report here and leave the package untouched (default: <package>/eval, and update the package)",
-    )
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores, at most 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --limit's choice of images")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """The `evaluate` command; returns the process exit code."""
-    if args.limit is not None and args.out is None:
-        print(
-            "error: --limit evaluates only part of the split; pass --out DIR so the partial report does not "
-            "replace the package's evaluation",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        pack = ModelPack.load(args.package, threads=args.threads)
-        sets = held_out_sets(args.ham, args.split, args.isic2017, args.clinical, subset=args.subset,
-                             limit=args.limit, seed=args.seed)
-        lesion_type = ModelPack.load(args.lesion_type, threads=args.threads) if args.lesion_type else None
-        for held_out in sets:
-            print(f"evaluating {pack.config.task} package {args.package} on {held_out.split}: "
-                  f"{len(held_out.samples)} images", flush=True)
-        evaluation = evaluate_package(args.package, sets, batch_size=args.batch_size, pack=pack,
-                                      lesion_type=lesion_type)
-        if args.out is None:
-            record_evaluation(args.package, evaluation)
-            out = Path(args.package) / EVAL_DIR
-            updated = f"; updated {Path(args.package) / 'config.json'} metrics and README.md"
-        else:
-            write_evaluation(evaluation, args.out, title=f"Evaluation: {evaluation.task} package")
-            out, updated = args.out, " (package left unchanged)"
-    except (PackageError, DataError, ImageError, EvaluationError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    headlines = evaluation.headline()
-    print(f"\n{evaluation.task} package {evaluation.extra['package']} ({evaluation.extra['runtime']}):\n")
-    print(side_by_side_table(headlines))
-    if evaluation.task == "malignancy":
-        for domain, f in domain_figures(evaluation).items():
-            print(f"{domain}: sensitivity {f['sensitivity']}, specificity {f['specificity']} at threshold "
-                  f"{f['threshold']} ({f['n_malignant']} malignant, {f['n_benign']} benign test images)")
-    missed = missed_targets(headlines)
-    print("\n" + ("targets missed:\n" + "\n".join(f"  {line}" for line in missed) if missed else "all targets met"))
-    print(f"wrote {out}{updated}")
-    return 0
 
 
 def _display_path(path: Path) -> str:
