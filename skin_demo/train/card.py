@@ -217,9 +217,11 @@ def _decision(config: PackageConfig) -> dict[str, Any] | None:
                                     for s, t in (chosen.get("threshold_per_source") or {}).items()),
             "val_auc": ", ".join(f"{_SCORE_NAMES.get(k, k)} {fmt(v.get('mean'))}"
                                  for k, v in (chosen.get("val_auc") or {}).items() if isinstance(v, dict)),
-            "test": ", ".join(f"{k} {fmt(test[k])}" for k in ("sensitivity", "specificity", "roc_auc") if k in test),
+            "test": ", ".join(f"{k.replace('_', ' ')} {fmt(test[k])}" for k in ("sensitivity", "specificity", "roc_auc")
+                              if test.get(k) is not None),
         })
-    return {"min_sensitivity": fmt(decision.get("min_sensitivity")), "domains": domains}
+    return {"min_sensitivity": fmt(decision.get("min_sensitivity")), "domains": domains,
+            "has_clinical": "clinical" in decision["domains"]}
 
 
 def _choice(config: PackageConfig) -> dict[str, Any] | None:
