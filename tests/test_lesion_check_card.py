@@ -20,11 +20,13 @@ def test_bundled_card_is_the_template_rendered_from_the_bundled_config():
 
     metadata = ModelCard(card).data
     assert metadata.license == LICENSE and {"lesion-check", config.architecture} <= set(metadata.tags)
-    assert f"P(lesion) >= **{config.decision_threshold:.4f}**" in card
+    assert f"P(dermoscopy) + P(clinical) >= **{config.decision_threshold:.4f}**" in card
     m = config.metrics
     for category, r in m["per_category"].items():
         assert f"| not a lesion: {category} | {r['n']} | {r['passed']} | reject {r['rejection_rate']:.1%} |" in card
     for r in m["per_source"].values():
         assert f"| {r['n']} | {r['passed']} | pass {r['pass_rate']:.1%} |" in card
+    for r in m["leave_one_source_out"].values():
+        assert f"| {r['n']} | {r['pass_rate']:.1%} |" in card
     assert f"rejects\n{m['validation']['rejection_rate']:.1%} of the non-lesion photos" in card
     assert f"| Code commit | {config.provenance['code_commit']} |" in card

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from skin_demo.taxonomy import SOURCE_NAMES
+
 METRICS = {"lesion_type": "lesion type: balanced accuracy", "malignancy": "malignancy: ROC AUC"}
 SCHEDULE_ARGS = ("epochs", "warm_epochs", "warm_size", "image_size", "batch_size", "lr", "seed")
 
@@ -61,14 +63,18 @@ def format_comparison(runs: list[Path], within: int | None = None) -> str:
     if len(schedules) > 1:
         lines.append(f"Warning: the runs' schedules differ in {', '.join(SCHEDULE_ARGS)}; the comparison is unfair.")
     tasks = [t for t in METRICS if all(t in args["tasks"] for _, args, _ in loaded)]
+    sources = sorted({s for _, _, history in loaded for record in history["history"][:within]
+                      for weights in ("raw", "ema") if weights in record
+                      for task in tasks for s in record[weights][task] if s != "selection"})
+    names = " / ".join(SOURCE_NAMES.get(s, s) for s in sources)
     lines += ["", "| run | architecture | colour constancy | epochs done | " + " | ".join(
-        f"{METRICS[t]} (HAM10000 / ISIC 2017 / mean) @ epoch" for t in tasks) + " |",
+        f"{METRICS[t]} ({names} / mean) @ epoch" for t in tasks) + " |",
         "|---|---|---|---|" + "---|" * len(tasks)]
     for run, args, history in loaded:
         cells = []
         for task in tasks:
             best = best_within(history["history"], task, within)
-            scores = " / ".join(f"{best.per_source.get(s, float('nan')):.3f}" for s in ("ham10000", "isic2017"))
+            scores = " / ".join(f"{best.per_source.get(s, float('nan')):.3f}" for s in sources)
             cells.append(f"{scores} / **{best.per_source['selection']:.3f}** @ {best.epoch} {best.weights}")
         lines.append(f"| {run.name} | {args['arch']} | {args.get('color_constancy', 'none')} | "
                      f"{len(history['history'])} of {args['epochs']} | " + " | ".join(cells) + " |")
