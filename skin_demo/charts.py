@@ -26,7 +26,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle, Wedge  # noqa: E402
 
 from skin_demo.predictor import Prediction  # noqa: E402
-from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, display_name  # noqa: E402
+from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour  # noqa: E402
 
 # Geometry in inches (1 in = 100 px in the SVG): the size each chart gets in the page's two-column layout;
 # on a phone the browser scales the SVG down.
@@ -37,7 +37,6 @@ RING = 0.40
 LEGEND_TOP = 0.88  # baseline of the first legend row, from the bottom
 LEGEND_STEP = 0.22
 LEGEND_LEFT = 0.20
-TOP_N = 3
 OTHER_LABEL = "other"
 TEXT_COLOUR = "#222222"
 
@@ -66,12 +65,14 @@ def malignancy_slices(prediction: Prediction) -> list[Slice]:
     return [Slice("Malignant", p, MALIGNANT_COLOUR), Slice("Benign", 1.0 - p, BENIGN_COLOUR)]
 
 
-def lesion_type_slices(prediction: Prediction, top: int = TOP_N) -> list[Slice]:
-    """The `top` most probable lesion types with full names, then everything else grouped as "other"."""
-    ranked = sorted(prediction.lesion_type.items(), key=lambda item: -item[1])
-    slices = [Slice(display_name(code), p, colour(code)) for code, p in ranked[:top]]
-    if len(ranked) > top:
-        slices.append(Slice(OTHER_LABEL, sum(p for _, p in ranked[top:]), OTHER_COLOUR))
+def lesion_type_slices(prediction: Prediction) -> list[Slice]:
+    """The prediction's top lesion types (ranked by the predictor) with full names, then everything else grouped as
+    "other"."""
+    slices = [Slice(r.name, r.probability, colour(r.label)) for r in prediction.lesion_type_top]
+    if len(prediction.lesion_type_top) < len(prediction.lesion_type):
+        shown = {r.label for r in prediction.lesion_type_top}
+        slices.append(Slice(OTHER_LABEL, sum(p for code, p in prediction.lesion_type.items() if code not in shown),
+                            OTHER_COLOUR))
     return slices
 
 
@@ -85,11 +86,11 @@ def malignancy_donut(prediction: Prediction) -> Figure:
     )
 
 
-def lesion_type_donut(prediction: Prediction, top: int = TOP_N) -> Figure:
+def lesion_type_donut(prediction: Prediction) -> Figure:
     """Donut of the top lesion types (full names) and "other"; the most probable type's share in the centre."""
     best = prediction.lesion_type_top[0] if prediction.lesion_type_top else None
     return donut(
-        lesion_type_slices(prediction, top),
+        lesion_type_slices(prediction),
         centre=f"{best.probability:.0%}" if best else "",
         caption=best.label if best else "",
         title="Most similar lesion types",
