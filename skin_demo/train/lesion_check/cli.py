@@ -1,8 +1,8 @@
 """`python -m skin_demo.train lesion-check`: fit the image-domain check (models/lesion_check): is this a dermoscopy
 image, an ordinary (clinical) photo of a skin lesion, or not a skin-lesion close-up at all?
 
-A frozen ImageNet EfficientNet-Lite0, cut after stage 5, turns each image into the pooled outputs of its stages
-3-5, and a small MLP (one hidden layer) on those features tells dermoscopy close-ups (HAM10000 and ISIC 2017:
+A frozen ImageNet EfficientNet-Lite0, cut after stage 6, turns each image (192 px) into the pooled outputs of its
+stages 3-6, and a small MLP (one hidden layer) on those features tells dermoscopy close-ups (HAM10000 and ISIC 2017:
 `dermoscopy`) and ordinary camera photos of a lesion (DermNet NZ and SD-198: `clinical`) from what else a visitor
 may upload (../not_lesion: everyday photos, rashes, healthy skin, hands and faces, documents; plus generated flat
 pictures: `not_lesion`). Network and MLP (its weights copied into torch layers) are exported as one
@@ -52,8 +52,8 @@ def register(subparsers) -> None:
                         help="where to write the not_lesion fit/val/test split")
     parser.add_argument("--arch", default=DEFAULT_ARCHITECTURE)
     parser.add_argument("--no-pretrained", action="store_true", help="random backbone weights (tests)")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--taps", type=int, nargs="+", default=[3, 4, 5],
+    parser.add_argument("--image-size", type=int, default=192)
+    parser.add_argument("--taps", type=int, nargs="+", default=[3, 4, 5, 6],
                         help="backbone stages whose pooled outputs are the features (lite0 has stages 0-6)")
     parser.add_argument("--positive-copies", type=int, default=1, help="augmented copies of each positive")
     parser.add_argument("--clinical-copies", type=int, default=3, help="augmented copies of each clinical photo")

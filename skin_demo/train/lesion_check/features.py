@@ -29,8 +29,9 @@ class PooledFeatures(torch.nn.Module):
 
     Middle stages describe texture, such as the pigment network and the even, polarised look of dermoscopy,
     which is where a rash photo and a dermoscopy close-up differ; the last stages have learned ImageNet objects.
-    On validation, stages 3-5 alone reject as many non-lesion photos as stages 3-5 plus the final 1280 features,
-    at 70 % of the weights (under 10 MB) and less compute.
+    For dermoscopy against everything else, stages 3-5 at 128 px were enough. Telling an ordinary photo of one
+    lesion from a rash photo needs more: with the same MLP head and the same validation pass rates, stages 3-5 at
+    128 px rejected 87.3 % of the validation non-lesions, stages 3-6 at 192 px 95.3 % (the defaults).
     """
 
     def __init__(self, backbone: torch.nn.Module, taps: tuple[int, ...]):
