@@ -13,8 +13,9 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from skin_demo.hub import load_models  # noqa: E402
 from skin_demo.modelpack import PackageError  # noqa: E402
-from skin_demo.settings import Settings, SettingsError, load_models  # noqa: E402
+from skin_demo.settings import Settings, SettingsError  # noqa: E402
 from skin_demo.ui import build_app, launch  # noqa: E402
 
 

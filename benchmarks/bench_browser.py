@@ -73,7 +73,8 @@ def run(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str, An
 
     from skin_demo import ui
     from skin_demo.modelpack import available_cpus
-    from skin_demo.settings import Settings, load_models
+    from skin_demo.hub import load_models
+    from skin_demo.settings import Settings
 
     settings = Settings(models_dir=args.models_dir, examples_dir=tmp / "no-examples")
     models = load_models(settings)
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str, An
     url = demo.local_url + "on-device/"
     threads = args.threads or available_cpus()
     phone = generated_images(1, tmp / "phone", size=(4000, 3000))[0]
-    out: dict[str, Any] = {"url": url, "packages": {p.config.task: p.source for p in models}}
+    out: dict[str, Any] = {"url": url, "packages": {task: p.source for task, p in models.items()}}
     try:
         client = Client(demo.local_url, verbose=False)
         server = [client.predict(handle_file(str(p)), api_name="/predict")["timings_ms"] for p in images]

@@ -23,10 +23,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
@@ -38,34 +36,19 @@ from huggingface_hub.errors import (
 )
 
 from skin_demo.config import CONFIG_FILE, MODEL_FILE, PACKAGE_FILES
+from skin_demo.hub_limits import (
+    Budget,
+    HubError,
+    Limits,
+    check_sizes,
+    remove_partial_downloads,
+    run_with_deadline,
+)
 from skin_demo.modelpack import ModelPack, Models, PackageError
 from skin_demo.predictor import TASKS, slot_problem
-from skin_demo.settings import (
-    DEFAULT_HUB_DEADLINE_S,
-    DEFAULT_HUB_MAX_FILE_MB,
-    DEFAULT_HUB_MAX_PACKAGE_MB,
-    DEFAULT_HUB_TIMEOUT_S,
-    Settings,
-    is_commit_sha,
-)
+from skin_demo.settings import DEFAULT_HUB_TIMEOUT_S, Settings, is_commit_sha
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-class HubError(PackageError):
-    """A package could not be downloaded from the Hub (unreachable, timed out, too large, missing repo/revision/file).
-    The message is fit for a visitor: no server path, no URL."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much one Hub package may take: bytes per file, bytes for all its files, seconds for the whole download."""
-
-    max_file_bytes: int = int(DEFAULT_HUB_MAX_FILE_MB * 1e6)
-    max_package_bytes: int = int(DEFAULT_HUB_MAX_PACKAGE_MB * 1e6)
-    deadline_s: float = DEFAULT_HUB_DEADLINE_S
 
 
 def load_models(settings: Settings) -> Models:
@@ -184,8 +167,9 @@ def load_from_hub(
             return snapshot, "from the cache; the Hub did not answer"
         declared = {f.rfilename: f.lfs.size if f.lfs else f.size for f in info.siblings or ()
                     if f.rfilename in PACKAGE_FILES}  # fmt: skip
-        _check_package(declared, limits, label)
-        budget = _Budget(limits, stop, label)
+        _check_is_package(declared, label)
+        check_sizes(declared, limits, label)
+        budget = Budget(limits, stop, label)
         # Every file of the one commit the Hub named (a branch could move between two files).
         paths = [hf_hub_download(repo_id, name, revision=info.sha, tqdm_class=budget.meter(name, size), **options)
                  for name, size in sorted(declared.items())]  # fmt: skip
@@ -195,9 +179,9 @@ def load_from_hub(
 
     started = time.time()
     try:
-        snapshot, note = _with_deadline(download, limits.deadline_s, stop)
+        snapshot, note = run_with_deadline(download, limits.deadline_s, stop)
     except TimeoutError:
-        removed = _remove_partial_downloads(Path(cache), repo_id, since=started)
+        removed = remove_partial_downloads(Path(cache), repo_id, since=started)
         log.warning("hub %s: no package within %g s; stopped the transfer, removed %d partial file(s)", label,
                     limits.deadline_s, removed)  # fmt: skip
         raise HubError(f"hub {label}: download did not finish within {limits.deadline_s:g} s") from None
@@ -206,8 +190,9 @@ def load_from_hub(
     except Exception as exc:
         log.warning("hub %s: download failed: %s", label, _detail(exc))
         raise HubError(f"hub {label}: download failed ({_public_reason(exc)})") from None
-    _check_package({name: (snapshot / name).stat().st_size for name in PACKAGE_FILES if (snapshot / name).is_file()},
-                   limits, label)  # fmt: skip
+    on_disk = {name: (snapshot / name).stat().st_size for name in PACKAGE_FILES if (snapshot / name).is_file()}
+    _check_is_package(on_disk, label)
+    check_sizes(on_disk, limits, label)
     commit = snapshot.name
     source = f"hub {repo_id}@{commit}" if revision == commit else f"hub {repo_id}@{commit} (revision {revision})"
     source = f"{source} ({note})" if note else source
@@ -219,9 +204,14 @@ def load_from_hub(
 
 
 def _cached(repo_id: str, revision: str, options: dict[str, Any]) -> Path:
+    """The cached copy of a revision; LocalEntryNotFoundError if there is none or it lacks a required file (a
+    download stopped at the deadline leaves the files that had finished)."""
     cached = {key: options[key] for key in ("cache_dir", "endpoint", "token")}
-    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(PACKAGE_FILES),
-                                  local_files_only=True, **cached))  # fmt: skip
+    snapshot = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(PACKAGE_FILES),
+                                      local_files_only=True, **cached))  # fmt: skip
+    if not all((snapshot / name).is_file() for name in (CONFIG_FILE, MODEL_FILE)):
+        raise LocalEntryNotFoundError("the cached copy is incomplete")
+    return snapshot
 
 
 def _remember_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
@@ -234,114 +224,10 @@ def _remember_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None
         ref.write_text(commit)
 
 
-def _check_package(sizes: dict[str, int | None], limits: Limits, label: str) -> None:
-    """Refuse a package whose files (declared by the Hub, or on disk) break a byte cap or lack the model."""
-    missing = [name for name in (CONFIG_FILE, MODEL_FILE) if name not in sizes]
+def _check_is_package(files: dict[str, Any], label: str) -> None:
+    missing = [name for name in (CONFIG_FILE, MODEL_FILE) if name not in files]
     if missing:
         raise HubError(f"hub {label}: the repo has no {' or '.join(missing)} at this revision (not a model package)")
-    for name, size in sizes.items():
-        if size is not None and size > limits.max_file_bytes:
-            raise HubError(f"hub {label}: {name} is {_size(size)}, over the limit of {_size(limits.max_file_bytes)} "
-                           "per file")  # fmt: skip
-    total = sum(size or 0 for size in sizes.values())
-    if total > limits.max_package_bytes:
-        raise HubError(f"hub {label}: the package is {_size(total)}, over the limit of "
-                       f"{_size(limits.max_package_bytes)}")  # fmt: skip
-
-
-class _Budget:
-    """Counts the bytes of one package as they arrive and stops the transfer (by raising inside huggingface_hub's
-    download loop, which then deletes its partial file) past a cap, past a file's declared size, or once `stop` is
-    set at the deadline."""
-
-    def __init__(self, limits: Limits, stop: threading.Event, label: str) -> None:
-        self.limits, self.stop, self.label = limits, stop, label
-        self.received = 0
-        self._lock = threading.Lock()
-
-    def meter(self, name: str, declared: int | None) -> type:
-        """A tqdm stand-in for huggingface_hub's per-file progress bar (`tqdm_class`) that charges this budget."""
-        budget = self
-        cap = min(self.limits.max_file_bytes, declared if declared is not None else self.limits.max_file_bytes)
-
-        class Meter:
-            def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any) -> None:
-                self.got = initial
-                if total is not None and total > cap:  # the download's own Content-Length, before its body
-                    budget.refuse(name, total, cap)
-                budget.charge(name, initial, initial, cap)
-
-            def update(self, n: int | float | None = 1) -> None:
-                self.got += int(n or 0)
-                budget.charge(name, int(n or 0), self.got, cap)
-
-            def __enter__(self) -> Meter:
-                return self
-
-            def __exit__(self, *exc_info: Any) -> None:
-                return None
-
-            def close(self) -> None:
-                return None
-
-        return Meter
-
-    def charge(self, name: str, n: int, file_bytes: int, cap: int) -> None:
-        if self.stop.is_set():
-            raise HubError(f"hub {self.label}: download stopped at the deadline")
-        with self._lock:
-            self.received += n
-            total = self.received
-        if file_bytes > cap:
-            self.refuse(name, file_bytes, cap)
-        if total > self.limits.max_package_bytes:
-            raise HubError(f"hub {self.label}: the package sent more than the limit of "
-                           f"{_size(self.limits.max_package_bytes)}")  # fmt: skip
-
-    def refuse(self, name: str, size: int, cap: int) -> None:
-        raise HubError(f"hub {self.label}: {name} sent more than {_size(cap)} (its declared size, or the limit per "
-                       f"file); got at least {_size(size)}")  # fmt: skip
-
-
-def _size(n_bytes: int) -> str:
-    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes} bytes"
-
-
-def _with_deadline(fn: Callable[[], T], deadline_s: float, stop: threading.Event) -> T:
-    """Run fn in a daemon thread; after deadline_s set `stop` (the transfer ends at its next chunk, and a stalled
-    one within HF_HUB_DOWNLOAD_TIMEOUT) and raise TimeoutError."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # handed to the caller below
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="hub-download", daemon=True)
-    thread.start()
-    thread.join(deadline_s)
-    if thread.is_alive():
-        stop.set()
-        raise TimeoutError
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _remove_partial_downloads(cache: Path, repo_id: str, *, since: float) -> int:
-    """Delete the files huggingface_hub is still writing for `repo_id` (`*.incomplete`, started after `since`): a
-    download stopped at the deadline must not leave its bytes in the cache. Returns how many were removed."""
-    blobs = cache / f"models--{repo_id.replace('/', '--')}" / "blobs"
-    removed = 0
-    for partial in blobs.glob("*.incomplete"):
-        try:
-            if partial.stat().st_ctime >= since - 1:
-                partial.unlink()
-                removed += 1
-        except OSError:
-            continue  # finished or removed meanwhile
-    return removed
 
 
 def _is_client_error(exc: BaseException) -> bool:

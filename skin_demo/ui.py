@@ -1,7 +1,7 @@
 """The Gradio page and the `/predict` API endpoint. The only module that imports gradio; no model logic here.
 
 `build_app(settings)` loads the models and builds the page; `launch(demo, models)` serves it with this app's
-defaults (request guard, upload limit, cache sweep, no monitoring, the on-device page). Handlers map widget
+defaults (request guard, upload limit, upload lifetimes, no monitoring, the on-device page). Handlers map widget
 values to one `Predictor.predict` call and return dicts keyed by component.
 """
 
@@ -474,7 +474,7 @@ def _models_markdown(models: Models) -> str:
         info = pack.describe()
         parts.append(
             f"- **{purpose.get(info['task'], info['task'])}** ({_tested(info['metrics'])}). "
-            f"Source: {_markdown_text(info['source'])}."
+            f"Source: {html.escape(info['source'])}."
         )
     return "\n".join(parts)
 
@@ -495,7 +495,8 @@ def _tested(metrics: dict[str, Any]) -> str:
 def _privacy_api_html() -> str:
     return (
         "<p><strong>Privacy.</strong> Your photo is analysed inside this server and never sent anywhere else or "
-        "logged. A photo uploaded on this page is deleted about a minute later (so your browser can show it); one "
+        "logged. A photo uploaded on this page is deleted when you close the page, at the latest a minute later (so "
+        "your browser can show it meanwhile); one "
         "sent to the API is deleted as soon as it has been analysed. Usage analytics are off. "
         f'<a href="{ON_DEVICE_PATH}">On this device</a> your photo is not uploaded at all.</p>'
         "<p><strong>API.</strong> The <code>predict</code> endpoint takes one image file and returns JSON "

@@ -219,8 +219,8 @@ class HubStandin:
             for path, content in files.items():
                 if isinstance(content, Generated):
                     sha256 = hashlib.sha256(b"generated %d %r" % (content.size, content.fill)).hexdigest()
-                    changes[path] = _Blob(sha256, content.size, True, _git_blob_sha1(_lfs_pointer(sha256, content.size)),
-                                          generated=content.fill)  # fmt: skip
+                    pointer = _lfs_pointer(sha256, content.size)
+                    changes[path] = _Blob(sha256, content.size, True, _git_blob_sha1(pointer), generated=content.fill)
                     continue
                 data = content.read_bytes() if isinstance(content, Path) else content
                 changes[path] = self._store(data, lfs=_stored_as_lfs(path, len(data), data[:512]))

@@ -11,8 +11,11 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from skin_demo.settings import LoadedModels, Settings, load_models
-from skin_demo.ui import build_app, launch
+from skin_demo.hub import load_models
+from skin_demo.modelpack import Models
+from skin_demo.settings import Settings
+from skin_demo.ui import build_app, launch, uploads_of
+from skin_demo.uploads import Uploads
 from tests.tiny_packages import make_models_dir
 
 
@@ -28,8 +31,12 @@ class Served:
 
     url: str
     demo: gr.Blocks
-    models: LoadedModels
+    models: Models
     temp_dir: Path
+
+    @property
+    def uploads(self) -> Uploads:
+        return uploads_of(self.demo)
 
     def files_left(self) -> list[Path]:
         return sorted(p for p in self.temp_dir.rglob("*") if p.is_file())

@@ -19,7 +19,8 @@ from skin_demo.imaging import MAX_FILE_BYTES
 from skin_demo.modelpack import ModelPack
 from skin_demo.postprocess import LESION_CHECK_FAILED_MESSAGE, decision_threshold
 from skin_demo.predictor import Predictor
-from skin_demo.settings import Settings, load_models
+from skin_demo.hub import load_models
+from skin_demo.settings import Settings
 from skin_demo.ui import DISCLAIMER, build_app
 from tests import image_files as files
 from tests.conftest import REPO_ROOT
@@ -92,7 +93,7 @@ def test_a_failed_lesion_check_keeps_the_probabilities(tmp_path):
 def test_api_sees_the_original_file_with_its_exif_rotation(served, tmp_path):
     """Gradio must hand our load_image the uploaded bytes: no re-encode, no EXIF stripping, no rotation of its own."""
     app, client = served
-    predictor = Predictor(app.models.malignancy, app.models.lesion_type)
+    predictor = Predictor(app.models["malignancy"], app.models["lesion_type"])
     rotated = files.exif_rotated_jpeg(tmp_path / "sideways.jpg", orientation=6)
     result = predict(client, rotated)
     upright = predictor.predict(rotated).lesion_type
@@ -214,13 +215,13 @@ def test_bundled_models_on_a_real_image(ham10000_dir, tmp_path, monkeypatch):
         monkeypatch.delenv(f"SKIN_DEMO_{task}_REVISION", raising=False)
     monkeypatch.delenv("SKIN_DEMO_MODELS_DIR", raising=False)
     models = load_models(Settings.from_env())
-    for pack in models:
+    for pack in models.values():
         assert isinstance(pack, ModelPack) and pack.source.startswith("bundled models/")
-    predictor = Predictor(models.malignancy, models.lesion_type, models.lesion_check)
+    predictor = Predictor.from_models(models)
     prediction = predictor.predict(sorted((ham10000_dir / "images").glob("*.jpg"))[0])
     assert list(prediction.lesion_type) == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert prediction.lesion_check.passed, prediction.lesion_check  # a HAM10000 image is a lesion close-up
-    assert prediction.malignancy_flag.threshold == decision_threshold(models.malignancy.config)
+    assert prediction.malignancy_flag.threshold == decision_threshold(models["malignancy"].config)
     demo = build_app(Settings(examples_dir=tmp_path / "none"), models=models)
     (listing,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "models"]
     assert all(f"bundled models/{task}" in listing.value for task in ("malignancy", "lesion_type", "lesion_check"))
@@ -241,11 +242,11 @@ def test_the_result_names_the_domain_and_says_the_ordinary_photo_caveat(tmp_path
     """The page's words for a call (ui's headline, summary and table) on a real prediction of an ordinary photo."""
     models = load_models(Settings(models_dir=make_models_dir(tmp_path / "models", malignancy_threshold=0.3,
                                                              domains=True), threads=1))  # fmt: skip
-    prediction = Predictor(models.malignancy, models.lesion_type, models.lesion_check).predict(
+    prediction = Predictor.from_models(models).predict(
         files.save(files.Image.new("RGB", (90, 60), GREEN), tmp_path / "phone.png")
     )
     flag = prediction.malignancy_flag
-    words = texts.flag_words(flag.flagged, flag.domain, models.malignancy.config)
+    words = texts.flag_words(flag.flagged, flag.domain, models["malignancy"].config)
     headline = ui._headline_html(prediction, words)
     assert '<p class="domain">Ordinary photo</p>' in headline and html.escape(words.headline) in headline
     assert "The lesion-type model (its malignant types together) gives" in headline

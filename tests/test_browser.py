@@ -13,7 +13,8 @@ import pytest
 
 from skin_demo.postprocess import LESION_CHECK_FAILED_MESSAGE
 from skin_demo.predictor import Predictor
-from skin_demo.settings import Settings, load_models
+from skin_demo.hub import load_models
+from skin_demo.settings import Settings
 from skin_demo.texts import FLAGGED, flag_words
 from tests import image_files as files
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, SHARED_DATA
@@ -168,9 +169,9 @@ def test_an_ordinary_photo_shows_its_domain_and_the_caveat_above_the_donuts(brow
         upload(page, photo)
         wait_for_charts(page)
         models = app.models
-        flag = Predictor(models.malignancy, models.lesion_type, models.lesion_check).predict(photo).malignancy_flag
+        flag = Predictor.from_models(models).predict(photo).malignancy_flag
         assert flag.domain == "clinical"  # what the tiny three-way check makes of this colour
-        words = flag_words(flag.flagged, flag.domain, models.malignancy.config)
+        words = flag_words(flag.flagged, flag.domain, models["malignancy"].config)
         assert page.locator("#headline .domain").text_content() == "Ordinary photo"
         assert page.locator("#headline h2").inner_text() == words.headline
         caveat = page.locator("#caveat p")
@@ -267,7 +268,7 @@ def test_bundled_models_flag_a_melanoma_and_turn_away_an_everyday_photo(browser,
     if not (NOT_LESION_DIR / "labels.csv").is_file():
         pytest.skip(f"not-lesion photos not found at {NOT_LESION_DIR}")
     models = load_models(Settings(models_dir=REPO_ROOT / "models"))
-    predictor = Predictor(models.malignancy, models.lesion_type, models.lesion_check)
+    predictor = Predictor.from_models(models)
     melanomas = (ham10000_dir / "images" / f"{i}.jpg" for i in held_out(SPLITS / "ham10000_split.csv", "dx", "mel", "image_id"))
     flagged = next(p for p in melanomas if predictor.predict(p).malignancy_flag.flagged)
     photo = NOT_LESION_DIR / held_out(SPLITS / "not_lesion_split.csv", "category", "everyday photo", "file")[0]

@@ -3,13 +3,15 @@ Hub is down, slow or serves a broken package, and when a bundled package is corr
 
 tests/test_hub.py covers the fallback itself (load_models, against the Hub stand-in) and test_modelpack.py the
 package checks; here the same faults go through the launched app: the page and the /predict answer say why the
-bundled model is in use, and `python app.py` either serves with the reason shown or exits naming the bad file.
+bundled model is in use (naming the repo, never a path on the server or the Hub's URL), and `python app.py` either
+serves with the reason shown or exits naming the bad file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,9 +39,14 @@ def page_config(url: str) -> dict:
 
 
 def notice_on_page(config: dict) -> str:
-    """The text of the page's model-notice box ("" when the page has none)."""
+    """The text of the page's model-notice box as it reads ("" when the page has none; Markdown escapes removed)."""
     boxes = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "model-notice"]
-    return boxes[0]["props"]["value"] if boxes else ""
+    return re.sub(r"\\(.)", r"\1", boxes[0]["props"]["value"]) if boxes else ""
+
+
+def assert_nothing_of_the_server(text: str, tmp_path: Path, hub) -> None:
+    """No path on this server and not the Hub's URL (issue 20: the notices showed both)."""
+    assert str(tmp_path) not in text and "/tmp/" not in text and hub.endpoint not in text and "http" not in text, text
 
 
 def predict(url: str, image: Path) -> dict:
@@ -87,10 +94,11 @@ def test_page_and_api_say_why_the_bundled_model_is_used(hub, tmp_path, monkeypat
     assert REPO in notice and "using the bundled model" in notice, notice
     for phrase in phrases:
         assert phrase in notice, (phrase, notice)
-    assert result["models"]["lesion_type"]["source"].startswith("bundled ")
-    assert result["models"]["malignancy"]["source"].startswith("bundled ")
+    assert result["models"]["lesion_type"]["source"] == "bundled bundled/lesion_type"
+    assert result["models"]["malignancy"]["source"] == "bundled bundled/malignancy"
     api_notice = result["notices"]["lesion_type"]
     assert REPO in api_notice and all(phrase in api_notice for phrase in phrases), api_notice
+    assert_nothing_of_the_server(notice + json.dumps(result["notices"]) + json.dumps(result["models"]), tmp_path, hub)
     assert sum(result["lesion_type"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -143,8 +151,9 @@ def test_app_process_serves_on_bundled_models_and_shows_why_when_the_hub_is_down
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert REPO in notice and "download failed" in notice, notice
+    assert REPO in notice and "download failed (the Hub could not be reached)" in notice, notice
     assert "download failed" in result["notices"]["lesion_type"]
+    assert_nothing_of_the_server(notice + json.dumps(result), tmp_path, hub)
     assert result["models"]["lesion_type"]["source"].startswith("bundled ")
     text = log.read_text()
     assert "falling back" in text and REPO in text, text

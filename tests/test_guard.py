@@ -22,9 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skin_demo.guard import REFUSED_FILE, sweep_leftovers
+from skin_demo.guard import BAD_EVENT_DATA, REFUSED_FILE, UNKNOWN_EVENT
 from skin_demo.imaging import MAX_FILE_BYTES
+from skin_demo.settings import Settings
 from skin_demo.ui import JSON_BODY_LIMIT, MULTIPART_OVERHEAD
+from skin_demo.uploads import sweep_leftovers
 from tests import image_files as files
 from tests.conftest import REPO_ROOT
 from tests.served_app import free_port, serve
@@ -122,6 +124,17 @@ def test_the_page_events_refuse_what_predict_refuses(served, tmp_path):
         assert (response.status_code, response.json()["detail"]) == (400, REFUSED_FILE), elem.get(trigger)
 
 
+def test_a_client_cannot_end_another_session(served):
+    """The page's unload event deletes its session's photos; only the server triggers it, never a client."""
+    app, http = served
+    config = http.get("/config").json()
+    (unload,) = [d for d in config["dependencies"] if any(t[1] == "unload" for t in d["targets"])]
+    body = {"data": [], "fn_index": unload["id"], "session_hash": "someone-else", "event_data": None}
+    for route in ("queue/join", "run/predict"):
+        response = http.post(f"/gradio_api/{route}", json=body)
+        assert (response.status_code, response.json()["detail"]) == (400, UNKNOWN_EVENT), route
+
+
 def test_another_visitors_upload_cannot_be_analysed_or_deleted_by_someone_else(served, tmp_path):
     app, http = served
     photo = files.jpeg(tmp_path / "mine.jpg", 300, 200, seed=4)
@@ -132,7 +145,7 @@ def test_another_visitors_upload_cannot_be_analysed_or_deleted_by_someone_else(s
     other = httpx.Client(base_url=app.url, timeout=TIMEOUT_S)
     status, text = call_predict(other, {"path": path, "meta": META})
     assert status == 200 and "event: error" in text and json.dumps(REFUSED_FILE)[1:-1] in text
-    assert not Path(path).exists() and path not in app.demo.upload_file_set
+    assert not Path(path).exists() and path not in app.uploads.paths()
 
 
 # JSON values as a client could send them, with the strings an attacker would try among the random ones.
@@ -164,19 +177,83 @@ def test_random_json_to_predict_never_gives_a_500_a_traceback_or_a_path(served, 
     assert str(app.temp_dir) not in text and "No such file" not in text and "directory" not in text.lower()
 
 
-def test_identical_uploads_share_one_file_which_goes_after_its_first_analysis(served, tmp_path):
-    """Gradio stores an upload under the hash of its bytes and its name, so two visitors sending the same file
-    under the same name get one path. It is analysed once and deleted: the second is asked to upload again
-    (a fresh upload then works), and nothing is left either way."""
+def test_one_client_cannot_consume_another_clients_upload_of_the_same_photo(served, tmp_path):
+    """Issue 20, item 6: Gradio stores an upload under the hash of its bytes and name, so B, holding the same photo,
+    got A's path by uploading it too, analysed it, and so deleted it: A's own call then got "no image was uploaded".
+    Now each upload gets a path of its own (a random folder), unknown to anyone but its uploader."""
     app, http = served
     photo = files.jpeg(tmp_path / "shared.jpg", 200, 150, seed=9)
-    first, second = upload(http, photo), upload(httpx.Client(base_url=app.url, timeout=TIMEOUT_S), photo)
-    assert first == second
-    assert "event: complete" in call_predict(http, {"path": first, "meta": META})[1]
-    status, text = call_predict(http, {"path": second, "meta": META})
-    assert status == 200 and "event: error" in text and json.dumps(REFUSED_FILE)[1:-1] in text
-    assert "event: complete" in call_predict(http, {"path": upload(http, photo), "meta": META})[1]
-    assert not Path(first).exists()
+    a_path = upload(http, photo)
+    b = httpx.Client(base_url=app.url, timeout=TIMEOUT_S)
+    b_path = upload(b, photo)
+    assert b_path != a_path and Path(a_path).name == Path(b_path).name == "shared.jpg"
+    assert "event: complete" in call_predict(b, {"path": b_path, "meta": META})[1]
+    assert Path(a_path).is_file(), "B's analysis deleted A's upload"
+    assert "event: complete" in call_predict(http, {"path": a_path, "meta": META})[1]
+    # Gradio's content-addressed path is gone and never was an upload of this app.
+    gradio_path = str(app.temp_dir / Path(a_path).parent.name)
+    assert not any(p.startswith(gradio_path) for p in app.uploads.paths())
+    assert not Path(a_path).exists() and not Path(b_path).exists()
+
+
+def test_page_uploads_belong_to_the_session_that_analysed_them(served, tmp_path):
+    """A page photo stays for its preview after its analysis, but only for its own session: another session that
+    learns its path gets the "no longer on the server" message, and it goes when its session ends."""
+    app, http = served
+    path = upload(http, files.jpeg(tmp_path / "page.jpg", 120, 90, seed=3))
+    assert app.uploads.claim(path, "session-a") and app.uploads.claim(path, "session-a")
+    assert not app.uploads.claim(path, "session-b") and not app.uploads.take(path, "session-b")
+    assert Path(path).is_file()
+    assert app.uploads.end_session("session-a") == 1
+    assert not Path(path).exists() and not Path(path).parent.exists()
+
+
+def queue_outcome(http: httpx.Client, body: dict) -> tuple[int, str]:
+    """POST /gradio_api/queue/join as the page does and, if accepted, read the event's messages to its end."""
+    response = http.post("/gradio_api/queue/join", json=body)
+    if response.status_code != 200:
+        return response.status_code, response.json()["detail"]
+    with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": body["session_hash"]}) as stream:
+        text = "".join(line for line in stream.iter_lines() if "process_completed" in line)
+    return 200, text
+
+
+def test_malformed_selections_of_the_hidden_gallery_event_log_nothing(tmp_path_factory, capfd):
+    """Issue 20, item 5: a select event call naming example 999 (or with event_data null, without a value, with a
+    string index or a server path as value) logged a 1.8 kB traceback per request, 50 requests in 1.6 s. Each is
+    now refused (400) or answered with a message, and nothing reaches the log."""
+    root = tmp_path_factory.mktemp("with_examples")
+    examples = root / "examples"
+    examples.mkdir()
+    files.jpeg(examples / "ex1.jpg", 64, 48)
+    (examples / "manifest.csv").write_text("file,dx,label,source,licence\nex1.jpg,mel,Melanoma (mel),generated,CC0\n")
+    settings = Settings(models_dir=make_models_dir(root / "models"), examples_dir=examples, threads=1)
+    with serve(root, settings=settings) as app:
+        http = httpx.Client(base_url=app.url, timeout=TIMEOUT_S)
+        config = http.get("/config").json()
+        elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+        (select,) = [d for d in config["dependencies"] if any(elem.get(t[0]) == "examples" for t in d["targets"])]
+        variants = {
+            "out-of-range": {"index": 999, "value": None},
+            "null": None,
+            "no-value": {"index": 999},
+            "string-index": {"index": "0", "value": None},
+            "negative": {"index": -1, "value": None},
+            "path-as-value": {"index": 999, "value": {"path": "/etc/passwd", "meta": META}},
+        }
+        capfd.readouterr()
+        outcomes = {}
+        for round_ in range(3):
+            for name, event_data in variants.items():
+                body = {"data": [], "fn_index": select["id"], "trigger_id": select["targets"][0][0],
+                        "session_hash": uuid.uuid4().hex, "event_data": event_data}  # fmt: skip
+                outcomes[name] = queue_outcome(http, body)
+        log = capfd.readouterr()
+    assert outcomes["null"] == outcomes["string-index"] == outcomes["negative"] == (400, BAD_EVENT_DATA)
+    for name in ("out-of-range", "no-value", "path-as-value"):
+        status, text = outcomes[name]
+        assert status == 200 and "this example is not on the page" in text, (name, text[:300])
+    assert "Traceback" not in log.out + log.err and "/etc/passwd" not in log.out + log.err
 
 
 def test_json_bodies_are_capped_before_they_are_read(served):
@@ -223,7 +300,7 @@ def test_a_chunked_upload_past_the_limit_is_cut_off_and_leaves_nothing(served):
     headers = {"content-type": "multipart/form-data; boundary=b"}
     response = http.post("/gradio_api/upload", content=body(), headers=headers)
     assert response.status_code == 413
-    tracked = set().union(*app.demo.temp_file_sets)
+    tracked = app.uploads.paths()
     sweep_leftovers(app.temp_dir, tracked, older_than_s=-1, since=start)
     assert [p for p in app.files_left() if str(p) not in tracked] == []
 
@@ -234,11 +311,11 @@ def test_a_refused_upload_name_is_swept_but_tracked_uploads_stay(served, tmp_pat
     response = http.post("/gradio_api/upload", files={"files": ("..", b"not a photo", "image/jpeg")})
     assert response.status_code == 400
     kept = upload(http, files.jpeg(tmp_path / "pending.jpg", 100, 80))  # uploaded, not analysed yet
-    untracked = [p for p in app.files_left() if str(p) not in app.demo.upload_file_set]
+    untracked = [p for p in app.files_left() if str(p) not in app.uploads.paths()]
     assert untracked, "Gradio leaves the refused upload's temp file untracked"
-    assert sweep_leftovers(app.temp_dir, app.demo.upload_file_set, older_than_s=-1, since=start) >= 1
-    assert [p for p in app.files_left() if str(p) not in app.demo.upload_file_set] == []
-    assert Path(kept).is_file()  # Gradio's own sweep deletes it a minute after upload
+    assert sweep_leftovers(app.temp_dir, app.uploads.paths(), older_than_s=-1, since=start) >= 1
+    assert [p for p in app.files_left() if str(p) not in app.uploads.paths()] == []
+    assert Path(kept).is_file()  # its own timer deletes it a minute after upload
 
 
 def app_process(tmp_path: Path) -> tuple[subprocess.Popen, str, Path, Path]:

@@ -166,7 +166,8 @@ def test_hub_package_with_wrong_labels_falls_back(hub, tmp_path, caplog):
     (folder / "config.json").write_text(json.dumps(wrong))
     sha = hub.add_commit(REPO, package_files(folder))
     _, notice, _ = fall_back(tmp_path, sha, caplog)
-    assert "model.onnx: the config embedded in the model differs from config.json (fields: labels, malignant_labels)" in notice
+    differs = "model.onnx: the config embedded in the model differs from config.json (fields: labels, malignant_labels)"
+    assert differs in notice
 
 
 def test_hub_package_for_the_wrong_task_falls_back(hub, tmp_path, caplog):
@@ -278,6 +279,17 @@ def test_the_deadline_stops_the_transfer_and_removes_its_partial_file(hub, tmp_p
     assert sent < 30_000_000, f"{sent / 1e6:.0f} MB sent of 150 MB"
     assert not list((isolated_hf_home / "hub").rglob("*.incomplete"))
     assert cache_bytes(isolated_hf_home) < 100_000
+
+
+def test_a_download_stopped_at_the_deadline_is_completed_by_the_next_load(hub, tmp_path):
+    """The files that finished before the deadline stay in the cache; the next load fetches the rest instead of
+    taking the incomplete copy for a repo without a model."""
+    sha = hub.add_commit(REPO, package_files(make_package(tmp_path / "p", "lesion_type")))
+    hub.set_fault("drip", delay_s=0.5)  # README.md, config.json, model.onnx: one piece each, half a second apart
+    with pytest.raises(HubError, match="did not finish"):
+        load_from_hub(REPO, sha, threads=1, limits=Limits(deadline_s=1.2))
+    hub.set_fault(None)
+    assert load_from_hub(REPO, sha, threads=1).config.labels == LABELS
 
 
 def test_a_branch_as_revision_falls_back_and_says_why(hub, published, tmp_path, caplog):

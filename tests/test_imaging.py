@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image, features
 from skin_demo.config import PreprocessConfig
 from skin_demo.imaging import MAX_FILE_BYTES, ImageError, load_image, preprocess, shades_of_gray
 from tests import image_files as files
+from tests.conftest import REPO_ROOT
 
 
 def test_plain_jpeg_from_path_bytes_and_file_object(tmp_path):
@@ -162,3 +165,39 @@ def test_preprocess_applies_the_configured_colour_constancy():
 def test_preprocess_refuses_non_rgb():
     with pytest.raises(ImageError, match="RGB"):
         preprocess(Image.new("L", (64, 64)), PreprocessConfig(size=(32, 32)))
+
+
+def jpeg_claiming(path, width: int, height: int):
+    """A real 64x64 JPEG whose frame header (SOF0) is rewritten to claim width x height pixels."""
+    data = bytearray(files.jpeg(path, 64, 64, seed=5).read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_jpeg_too_small_for_the_size_its_header_claims_is_refused_as_corrupt(tmp_path):
+    """Issue 20: a 4 kB JPEG whose header claims 7000x7000 decoded without an error (libjpeg filled the missing
+    pixels with grey) and was analysed."""
+    with pytest.raises(ImageError, match=r"too small to hold the 7000x7000 pixels its JPEG header claims"):
+        load_image(jpeg_claiming(tmp_path / "liar.jpg", 7000, 7000), draft_size=128)
+    # Real JPEGs pass, flat ones included (the least data a JPEG can hold per pixel).
+    flat = files.save(Image.new("RGB", (4000, 3000), (180, 120, 100)), tmp_path / "flat.jpg", quality=50)
+    assert load_image(flat, draft_size=128).size == (500, 375)  # decoded at 1/8 scale
+    grey = files.save(Image.new("L", (2000, 2000), 128), tmp_path / "grey.jpg", optimize=True)
+    assert load_image(grey).size == (2000, 2000)
+
+
+def test_pillow_warnings_about_odd_exif_do_not_reach_the_log(tmp_path):
+    """Issue 20: "Corrupt EXIF data" / "Truncated File Read" warnings escaped imaging's warning filters (one log entry
+    per photo). A fresh process, as the server runs, with Python's default warning display."""
+    photo = files.jpeg(tmp_path / "photo.jpg", 64, 64).read_bytes()
+    exif = b"Exif\0\0" + b"II*\0" + (8).to_bytes(4, "little") + (5).to_bytes(2, "little")  # 5 tags announced, none
+    segment = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    bad = tmp_path / "bad_exif.jpg"
+    bad.write_bytes(photo[:2] + segment + photo[2:])
+    code = f"from skin_demo.imaging import load_image; print(load_image({str(bad)!r}, draft_size=32).size)"
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=REPO_ROOT)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "(64, 64)", done.stderr
+    assert done.stderr == "", done.stderr

@@ -1,4 +1,5 @@
-"""The launched app under load: 16 concurrent visitors x 30 requests, valid and invalid uploads mixed.
+"""The launched app under load: 16 concurrent visitors x 30 requests, valid and invalid uploads mixed; and uploads
+deleted on time under sustained upload traffic.
 
 Three quarters of the requests go through the /predict API (gradio_client), a quarter through the page's upload
 event as a browser sends it (so the charts are drawn concurrently too), and two visitors also push a file over the
@@ -23,6 +24,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from benchmarks.bench_app import PageVisitor
+from skin_demo import ui
 from skin_demo.imaging import MAX_FILE_BYTES
 from skin_demo.predictor import Predictor
 from tests import image_files as files
@@ -146,7 +148,7 @@ def oversize_upload(url: str, path: Path) -> dict | Exception:
 
 def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
     url, models = served.url, served.models
-    valid, invalid = make_uploads(tmp_path / "uploads", Predictor(models.malignancy, models.lesion_type))
+    valid, invalid = make_uploads(tmp_path / "uploads", Predictor(models["malignancy"], models["lesion_type"]))
     oversize = tmp_path / "uploads" / "huge.jpg"
     with oversize.open("wb") as f:
         f.truncate(MAX_FILE_BYTES + 1024)
@@ -201,7 +203,86 @@ def test_sixteen_clients_with_mixed_uploads(served, tmp_path):
     assert check(valid[0], last) is None
 
     # Nothing a visitor sent through the API is left in Gradio's upload folder: neither the analysed images nor
-    # the refused files. Page uploads stay for the browser's preview until Gradio's sweep, a minute later.
+    # the refused files. Page uploads stay for the browser's preview until their own timer, a minute later.
     left = served.files_left()
     assert [p for p in left if p.name in sent_by["api"]] == [], "API uploads left on the server"
     assert [p for p in left if p.name not in sent_by["page"]] == [], f"other files left in GRADIO_TEMP_DIR: {left}"
+
+
+LIFETIME_S = 2.0  # the app's upload lifetime (60 s) and leftover sweep (30 s), scaled down for the test
+LOAD_S = 15.0
+
+
+def test_uploads_are_deleted_on_time_under_sustained_upload_traffic(tmp_path, monkeypatch):
+    """Issue 20, item 1: under load Gradio's cleanup task died ("Set changed size during iteration") and from then on
+    page uploads, never-analysed uploads and refused ones stayed on disk until restart (32 clients + 3 upload-only
+    threads, 95 s: 1,584 files left; a new upload still there 100 s later). Here, for LOAD_S seconds, 6 clients loop
+    upload + /call/predict and 2 page visitors upload and analyse on the page, while 3 threads only upload; then
+    everything must be gone within the upload lifetime, and so must a fresh upload."""
+    monkeypatch.setattr(ui, "UPLOAD_LIFETIME_S", LIFETIME_S)
+    monkeypatch.setattr(ui, "LEFTOVER_SWEEP_S", LIFETIME_S / 2)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with serve(tmp_path / "app") as app:
+        stop = time.monotonic() + LOAD_S
+        counts = {"api": 0, "page": 0, "upload_only": 0}
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def count(kind: str, problem: str | None = None) -> None:
+            with lock:
+                counts[kind] += 1
+                if problem:
+                    errors.append(f"{kind}: {problem}")
+
+        def api_visitor(index: int) -> None:
+            api = client(app.url)
+            for i in range(10_000):
+                if time.monotonic() > stop:
+                    return
+                photo = files.jpeg(photos / f"api_{index}_{i}.jpg", 96, 72, seed=index * 10_000 + i)
+                try:
+                    api.submit(handle_file(str(photo)), api_name="/predict").result(timeout=REQUEST_TIMEOUT_S)
+                    count("api")
+                except Exception as exc:  # a full queue (503) is allowed: its upload must still go
+                    count("api", None if "queue" in str(exc).lower() else repr(exc)[:200])
+
+        def page_visitor(index: int) -> None:
+            page = PageVisitor(app.url)
+            for i in range(10_000):
+                if time.monotonic() > stop:
+                    return
+                photo = files.jpeg(photos / f"page_{index}_{i}.jpg", 96, 72, seed=50_000 + index * 10_000 + i)
+                page.analyse(photo)
+                count("page")
+
+        def uploader(index: int) -> None:
+            http = httpx.Client(base_url=app.url, timeout=REQUEST_TIMEOUT_S)
+            body = files.jpeg(photos / f"only_{index}.jpg", 64, 64, seed=90_000 + index).read_bytes()
+            i = 0
+            while time.monotonic() < stop:
+                response = http.post("/gradio_api/upload", files={"files": (f"u{index}_{i}.jpg", body, "image/jpeg")})
+                count("upload_only", None if response.status_code == 200 else f"HTTP {response.status_code}")
+                i += 1
+
+        with ThreadPoolExecutor(11) as pool:
+            futures = [pool.submit(api_visitor, i) for i in range(6)]
+            futures += [pool.submit(page_visitor, i) for i in range(2)]
+            futures += [pool.submit(uploader, i) for i in range(3)]
+            done, not_done = wait(futures, timeout=LOAD_S + WHOLE_RUN_TIMEOUT_S)
+            assert not not_done, "a visitor is stuck"
+            for future in done:
+                future.result()
+        peak = len(app.files_left())
+        time.sleep(LIFETIME_S + 1.5)
+        left = app.files_left()
+        fresh = httpx.post(app.url + "gradio_api/upload", files={"files": ("fresh.jpg", b"not analysed", "image/jpeg")})
+        fresh_path = Path(fresh.json()[0])
+        assert fresh_path.is_file()
+        time.sleep(LIFETIME_S + 1.5)
+        fresh_left = fresh_path.exists()
+    print(f"\n{counts} in {LOAD_S:.0f} s; {peak} files right after, {len(left)} after {LIFETIME_S + 1.5:.1f} s")
+    assert counts["upload_only"] >= 100 and counts["api"] >= 20 and counts["page"] >= 5, counts
+    assert errors == [], errors[:5]
+    assert left == [], f"{len(left)} files left after their lifetime, e.g. {left[:3]}"
+    assert not fresh_left, "a fresh upload outlived its lifetime"

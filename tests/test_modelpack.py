@@ -155,7 +155,8 @@ def test_a_config_nested_too_deep_for_the_api_is_refused_at_load(tmp_path):
     folder = make_package(tmp_path / "deep", config_overrides={"metrics": nested(900)})
     config = folder / CONFIG_FILE  # written indented: 1.6 MB, over the size limit; the attack's was compact
     config.write_text(json.dumps(json.loads(config.read_text()), separators=(",", ":")))
-    with pytest.raises(PackageError, match=rf"config\.json: config nests objects or lists more than {MAX_CONFIG_DEPTH}"):
+    deeper = rf"config\.json: config nests objects or lists more than {MAX_CONFIG_DEPTH}"
+    with pytest.raises(PackageError, match=deeper):
         ModelPack.load(folder)
     real_depth = make_package(tmp_path / "ok", config_overrides={"metrics": nested(MAX_CONFIG_DEPTH - 3)})
     assert ModelPack.load(real_depth).config.metrics

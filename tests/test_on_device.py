@@ -29,7 +29,8 @@ from PIL import Image
 
 from skin_demo import imaging, postprocess, texts, ui
 from skin_demo.config import PackageConfig, PreprocessConfig
-from skin_demo.settings import Settings, load_models
+from skin_demo.hub import load_models
+from skin_demo.settings import Settings
 from skin_demo.web.build import main as build_main
 from tests import image_files as files
 from tests.conftest import REPO_ROOT, SHARED_DATA
@@ -166,7 +167,7 @@ def assert_same_result(on_device: dict, server: dict) -> None:
 def expected_words(app: App, result: dict) -> texts.FlagWords:
     """What the pages should say about /predict's call in `result`."""
     flag = result["malignancy_flag"]
-    return texts.flag_words(flag["flagged"], flag["domain"], app.models.malignancy.config)
+    return texts.flag_words(flag["flagged"], flag["domain"], app.models["malignancy"].config)
 
 
 def _margin(domain: dict) -> float:
@@ -569,7 +570,7 @@ def test_real_dermoscopy_images_match_predict(browser, real_app, ham10000_dir, t
         print(f"{big.name} at 1600x1200: largest probability difference {difference:.2e}")
         assert difference <= 0.03
     # The decoded JPEG and the tensor are the server's too (browser and Pillow both decode with libjpeg-turbo).
-    cfg = real_app.models.malignancy.config.preprocess
+    cfg = real_app.models["malignancy"].config.preprocess
     js_config = {"size": list(cfg.size), "resize": cfg.resize, "crop_pct": cfg.crop_pct,
                  "interpolation": cfg.interpolation, "mean": list(cfg.mean), "std": list(cfg.std)}  # fmt: skip
     for path in real_test_images(ham10000_dir)[::7]:

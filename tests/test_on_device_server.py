@@ -7,8 +7,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from skin_demo import postprocess, texts
-from skin_demo.modelpack import ModelPack
-from skin_demo.settings import LoadedModels
+from skin_demo.modelpack import ModelPack, Models
 from skin_demo.web.server import mount_on_device
 from skin_demo.web.site import RUNTIME_WASM, wasm_size
 from tests.web_packages import make_three_packages
@@ -20,7 +19,7 @@ TEXTS = {"disclaimer": "Not a diagnosis.", "disclaimer_short": "Not a diagnosis.
 def client(tmp_path_factory):
     root = make_three_packages(tmp_path_factory.mktemp("models"))
     packs = {task: ModelPack.load(root / task, threads=1) for task in ("malignancy", "lesion_type", "lesion_check")}
-    models = LoadedModels(**packs, notices={"lesion_type": "The lesion-type model from the Hub is not in use."})
+    models = Models(packs, notices={"lesion_type": "The lesion-type model from the Hub is not in use."})
     app = FastAPI()
 
     @app.get("/")

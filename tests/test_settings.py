@@ -39,7 +39,8 @@ def test_settings_from_env_and_file(tmp_path):
 
 @pytest.mark.parametrize("revision", ["main", "v1", SHA[:7], SHA.upper(), SHA + "0", "refs/pr/1"])
 def test_a_revision_that_is_not_a_commit_sha_is_reported_not_used(revision):
-    settings = Settings.from_env({"SKIN_DEMO_LESION_TYPE_REPO": "org/types", "SKIN_DEMO_LESION_TYPE_REVISION": revision})
+    env = {"SKIN_DEMO_LESION_TYPE_REPO": "org/types", "SKIN_DEMO_LESION_TYPE_REVISION": revision}
+    settings = Settings.from_env(env)
     assert settings.hub["lesion_type"] is None
     problem = settings.hub_problems["lesion_type"]
     assert "not a 40-hex commit sha" in problem and "SKIN_DEMO_ALLOW_UNPINNED=1" in problem

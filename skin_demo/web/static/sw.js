@@ -2,7 +2,9 @@
 // online visit always gets the current page; the runtime and the models are stored by the page itself as it
 // downloads them (engine.js, with progress) and served cache-first: their URLs carry a version or a content hash.
 // Every response gets COOP/COEP, which makes the page cross-origin isolated (wasm threads) even on a static host that
-// cannot set headers. Requests to any other origin are not handled here (the page makes none).
+// cannot set headers. Requests to any other origin are not handled here (the page makes none). Responses are cached
+// under their URL without its query string: the page and its files are the same whatever a link appends
+// (?utm_source=...), and keyed by the whole URL the cache grew by one copy of the page per distinct link.
 
 const CACHE_NAME = "skin-demo-on-device-v1"; // engine.js uses the same name
 const IMMUTABLE = /\/(vendor|models)\//;
@@ -32,6 +34,13 @@ self.addEventListener("activate", (event) => {
   );
 });
 
+function cacheKey(request) {
+  const url = new URL(request.url);
+  url.search = "";
+  url.hash = "";
+  return url.href;
+}
+
 function isolated(response) {
   if (!response || response.type === "opaque" || response.status === 0) return response;
   const headers = new Headers(response.headers);
@@ -42,10 +51,10 @@ function isolated(response) {
 
 async function cacheFirst(request) {
   const cache = await caches.open(CACHE_NAME);
-  const hit = await cache.match(request, MATCH);
+  const hit = await cache.match(cacheKey(request), MATCH);
   if (hit) return hit;
   const response = await fetch(request);
-  if (response.ok) await cache.put(request, response.clone());
+  if (response.ok) await cache.put(cacheKey(request), response.clone());
   return response;
 }
 
@@ -53,10 +62,10 @@ async function networkFirst(request) {
   const cache = await caches.open(CACHE_NAME);
   try {
     const response = await fetch(request);
-    if (response.ok) await cache.put(request, response.clone());
+    if (response.ok) await cache.put(cacheKey(request), response.clone());
     return response;
   } catch (error) {
-    const hit = await cache.match(request, { ...MATCH, ignoreSearch: true });
+    const hit = await cache.match(cacheKey(request), MATCH);
     if (hit) return hit;
     throw error;
   }
