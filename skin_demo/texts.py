@@ -18,10 +18,9 @@ from skin_demo.taxonomy import display_name
 
 DISCLAIMER_SHORT = "Research demo, not a diagnosis. If a spot on your skin worries you, see a doctor."
 DISCLAIMER = (
-    "Research demo, not a diagnosis. These models learned from public collections of skin-lesion images, most of "
-    "them dermoscopy (HAM10000, ISIC 2017), and make mistakes, far more on ordinary phone photos than on "
-    "dermoscopy; they have not been clinically validated. Do not use them to decide whether to see a doctor: if a "
-    "spot on your skin worries you, changes, bleeds or itches, see a doctor or dermatologist."
+    "Research demo, not a diagnosis. These models learned mostly from dermoscopy images, make mistakes (more "
+    "on phone photos) and are not clinically validated. Do not use them to decide whether to see a "
+    "doctor: if a spot on your skin worries you, changes, bleeds or itches, see a doctor or dermatologist."
 )
 FLAGGED = "Above the model's alert threshold"
 NOT_FLAGGED = "Below the model's alert threshold"

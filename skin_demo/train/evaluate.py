@@ -174,6 +174,15 @@ def report_for(config: PackageConfig, targets: np.ndarray, probs: np.ndarray, *,
     )
 
 
+def recorded_metrics(evaluation: Evaluation) -> dict:
+    """What a package's config records of its evaluation (`metrics`): each source's headline numbers and, for a
+    malignancy package, the figures per image domain (`per_domain`)."""
+    metrics = evaluation.headline()
+    if evaluation.task == "malignancy":
+        metrics["per_domain"] = domain_figures(evaluation)
+    return metrics
+
+
 def domain_figures(evaluation: Evaluation) -> dict[str, dict]:
     """A malignancy evaluation's held-out figures per image domain (the sources of a domain pooled): sensitivity
     and specificity at the served threshold from the summed confusion matrices, image counts, and the ROC AUC where
@@ -296,10 +305,7 @@ def record_evaluation(package_dir: Path | str, evaluation: Evaluation) -> Packag
         for stale in (p for p in folder.iterdir() if p.is_file()):
             stale.unlink()
     write_evaluation(evaluation, folder, title=f"Evaluation: {old.task} package")
-    metrics = evaluation.headline()
-    if old.task == "malignancy":
-        metrics["per_domain"] = domain_figures(evaluation)
-    write_package_config(package_dir, dataclasses.replace(old, metrics=metrics))
+    write_package_config(package_dir, dataclasses.replace(old, metrics=recorded_metrics(evaluation)))
     config = ModelPack.load(package_dir, threads=1).config  # proves config.json and the embedded copy still agree
     write_model_card(package_dir, config, evaluation)
     return config

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, README_FILE, ModelPack, PackageError
 from skin_demo.train.card import render_model_card
-from skin_demo.train.evaluate import EVAL_DIR
+from skin_demo.train.evaluate import EVAL_DIR, recorded_metrics
 from skin_demo.train.metrics import Evaluation
 from skin_demo.train.report import METRICS_FILE, read_evaluation
 
@@ -210,7 +210,7 @@ def _check_evaluation_matches(pack: ModelPack, evaluation: Evaluation | None, pa
             f"{source} is for task {evaluation.task!r} with labels {list(evaluation.labels)}, "
             f"but the package is {config.task!r} with {list(config.labels)}: re-run evaluate"
         )
-    measured = json.loads(json.dumps(evaluation.headline()))
+    measured = json.loads(json.dumps(recorded_metrics(evaluation)))
     if config.metrics != measured:
         raise PublishError(
             f"{package_dir / CONFIG_FILE} metrics (sources {sorted(config.metrics)}) do not match {source} "
