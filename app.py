@@ -5,18 +5,14 @@ Space's host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, which G
 """
 
 import logging
-import os
 import signal
 import sys
 
-# Before gradio is imported: no usage analytics, no Hub telemetry.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-from skin_demo.hub import load_models  # noqa: E402
-from skin_demo.modelpack import PackageError  # noqa: E402
-from skin_demo.settings import Settings, SettingsError  # noqa: E402
-from skin_demo.ui import build_app, launch  # noqa: E402
+# No usage analytics or telemetry: importing skin_demo sets the switches before any library reads them.
+from skin_demo.hub import load_models
+from skin_demo.modelpack import PackageError
+from skin_demo.settings import Settings, SettingsError
+from skin_demo.ui import build_app, launch
 
 
 def main() -> int:

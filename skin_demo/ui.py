@@ -7,43 +7,34 @@ values to one `Predictor.predict` call and return dicts keyed by component.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import html
 import logging
 import os
-import re
 import traceback
 import weakref
 from pathlib import Path
 from typing import Any
 
-# Privacy: no usage analytics, no Hub telemetry. Set before gradio (and through it huggingface_hub) is imported,
-# as both read these once, at import.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import gradio as gr
+from gradio.route_utils import API_PREFIX
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
-import gradio as gr  # noqa: E402
-from gradio.route_utils import API_PREFIX  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
-from starlette.middleware import Middleware  # noqa: E402
-
-from skin_demo import charts, guard  # noqa: E402
-from skin_demo.examples import HAM10000_CITATION, Example, read_manifest  # noqa: E402
-from skin_demo.imaging import MAX_FILE_BYTES, ImageError  # noqa: E402
-from skin_demo.hub import load_models  # noqa: E402
-from skin_demo.modelpack import Models  # noqa: E402
-from skin_demo.predictor import Prediction, Predictor  # noqa: E402
-from skin_demo.settings import Settings  # noqa: E402
-from skin_demo.taxonomy import DESCRIPTIONS, LESION_CODES, MALIGNANT_CODES, SOURCE_NAMES, display_name  # noqa: E402
-from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, FlagWords, flag_words  # noqa: E402
-from skin_demo.uploads import Uploads  # noqa: E402
-from skin_demo.web.server import mount_on_device  # noqa: E402
+from skin_demo import charts, guard, page
+from skin_demo.examples import read_manifest
+from skin_demo.imaging import MAX_FILE_BYTES, ImageError
+from skin_demo.hub import load_models
+from skin_demo.modelpack import Models
+from skin_demo.predictor import Prediction, Predictor
+from skin_demo.settings import Settings
+from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, flag_words
+from skin_demo.uploads import Uploads
+from skin_demo.web.server import mount_on_device
 
 log = logging.getLogger(__name__)
 
 TITLE = "Skin lesion classifier (research demo)"
-ON_DEVICE_PATH = "/on-device/"
 QUEUE_MAX_SIZE = 64  # requests waiting beyond this get an immediate "queue full" instead of a long wait
 # An upload lives at most a minute (the page's photo long enough for the browser to show its preview; an API upload
 # goes as soon as it has been analysed); what never became an upload is swept every 30 s (skin_demo.uploads).
@@ -55,34 +46,7 @@ MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and part headers around one im
 PAGE_GONE = "this photo is no longer on the server (photos are deleted a minute after upload); upload it again"
 NO_EXAMPLE = "this example is not on the page; tap one of the examples shown"
 _UPLOADS: weakref.WeakKeyDictionary[gr.Blocks, Uploads] = weakref.WeakKeyDictionary()  # each app's uploads
-_MARKDOWN_PUNCTUATION = re.compile(r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]""")
 
-CSS = """
-.gradio-container {max-width: 1180px !important;}
-#title h1 {font-size: 1.35rem; margin: 0;}
-#disclaimer {border-left: 6px solid #F28E2B; background: #FFF4E5; color: #3d2a00; padding: 6px 12px;
-  border-radius: 6px;}
-#disclaimer summary {cursor: pointer; font-weight: 600;}
-#disclaimer p {margin: 6px 0 0 0;}
-#model-notice {border-left: 6px solid #E15759; background: #FDECEC; color: #3d0000; padding: 8px 12px;
-  border-radius: 6px;}
-#headline h2 {margin: 0; font-size: 1.25rem;}
-#headline .flagged {color: #8a3b00;}
-#headline .domain {margin: 0; font-size: 0.85rem; text-transform: uppercase; letter-spacing: 0.04em; color: #555;}
-#caveat p {border-left: 6px solid #F28E2B; background: #FFF4E5; color: #3d2a00; padding: 6px 12px; margin: 0;
-  border-radius: 6px;}
-#message {border-left: 6px solid #4E79A7; background: #EEF3F9; padding: 8px 12px; border-radius: 6px;}
-#charts-row {flex-wrap: wrap;}
-#charts-row > * {min-width: 240px; flex: 1 1 240px;}  /* side by side on wide screens, stacked on phones */
-.donut img {width: 100%; max-width: 400px; height: auto; display: block; margin: 0 auto;}
-.donut figure {margin: 0;}
-#analyse-row button {min-height: 48px;}  /* comfortable touch targets */
-#examples .caption-label {white-space: normal; overflow: visible; text-overflow: clip;}
-@media (max-width: 640px) {
-  .gradio-container {padding-left: 6px !important; padding-right: 6px !important;}
-  #examples .grid-container {grid-template-columns: repeat(2, minmax(0, 1fr)) !important;}
-}
-"""
 SCROLL_TO_RESULT = "() => document.querySelector('#result')?.scrollIntoView({block: 'start'})"
 PAGE_URL_JS = (  # the API snippet names the URL the visitor is on
     "element.querySelectorAll('[data-page-url]')"
@@ -112,7 +76,7 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
         gr.HTML(f"<details><summary>⚠️ {DISCLAIMER_SHORT}</summary><p>{html.escape(DISCLAIMER)}</p></details>",
                 elem_id="disclaimer")  # fmt: skip
         if models.notices:
-            gr.Markdown("\n\n".join(f"**Model notice:** {_markdown_text(n)}" for n in models.notices.values()),
+            gr.Markdown("\n\n".join(f"**Model notice:** {page.markdown_text(n)}" for n in models.notices.values()),
                         elem_id="model-notice")  # fmt: skip
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
@@ -132,13 +96,13 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
                 with gr.Row(elem_id="analyse-row"):
                     analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse")
                     clear_btn = gr.Button("Clear", elem_id="clear")
-                gr.HTML(f'<a href="{ON_DEVICE_PATH}">Analyse on this device: your photo is not uploaded</a>',
+                gr.HTML(f'<a href="{page.ON_DEVICE_PATH}">Analyse on this device: your photo is not uploaded</a>',
                         elem_id="on-device-link")  # fmt: skip
             with gr.Column(scale=2, min_width=300, elem_id="result"):
                 view = _ResultView.build(models)
         example_copies: list[str] = []  # Gradio's kept copy of each example image, which the image input shows
         if examples:
-            gr.Markdown(_examples_intro(examples))
+            gr.Markdown(page.examples_intro(examples))
             gallery = gr.Gallery(
                 value=[(str(e.path), e.caption) for e in examples],
                 label="Examples",
@@ -153,11 +117,11 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
             example_copies = [item["image"]["path"] for item in gallery.value]
         example_by_copy = {path: index for index, path in enumerate(example_copies)}
         with gr.Accordion("What the lesion types mean", open=False):
-            gr.Markdown(_classes_markdown())
+            gr.Markdown(page.classes_markdown(models["lesion_type"].config))
         with gr.Accordion("About the models", open=False):
-            gr.Markdown(_models_markdown(models), elem_id="models")
+            gr.Markdown(page.models_markdown(models), elem_id="models")
         with gr.Accordion("Privacy and API", open=False):
-            gr.HTML(_privacy_api_html(), js_on_load=PAGE_URL_JS, elem_id="privacy-api")
+            gr.HTML(page.privacy_api_html(), js_on_load=PAGE_URL_JS, elem_id="privacy-api")
 
         result, show, say = view.components, view.show, view.say
 
@@ -250,7 +214,7 @@ def launch(demo: gr.Blocks, models: Models, **overrides: Any):
     uploads = uploads_of(demo)
     options: dict[str, Any] = dict(
         max_file_size=MAX_FILE_BYTES,  # the same limit imaging.load_image enforces
-        css=CSS,
+        css=page.CSS,
         ssr_mode=False,  # no Node server: faster start on a small CPU, one process
         show_error=False,  # only our own gr.Error messages reach users, never internals
         pwa=False,
@@ -364,145 +328,14 @@ class _ResultView:
         words = flag_words(flag.flagged, flag.domain, self.models["malignancy"].config)
         return {
             self.message: gr.Markdown("" if passed else f"**{html.escape(check.message)}**", visible=not passed),
-            self.headline: _headline_html(prediction, words) if passed else "",
+            self.headline: page.headline_html(prediction, words) if passed else "",
             self.numbers: gr.Column(visible=passed),
             self.caveat: f"<p>{html.escape(words.caveat)}</p>" if words.caveat else "",
-            self.malignancy_chart: _svg_figure(rendered.malignancy_svg, f"Malignancy chart: {mal_alt}"),
-            self.lesion_type_chart: _svg_figure(rendered.lesion_type_svg, f"Lesion-type chart: {type_alt}"),
-            self.summary: _summary_html(prediction, words),
-            self.per_class: _per_class_markdown(prediction),
+            self.malignancy_chart: page.svg_figure(rendered.malignancy_svg, f"Malignancy chart: {mal_alt}"),
+            self.lesion_type_chart: page.svg_figure(rendered.lesion_type_svg, f"Lesion-type chart: {type_alt}"),
+            self.summary: page.summary_html(prediction, words),
+            self.per_class: page.per_class_markdown(prediction),
             self.result_json: _result_json(prediction, self.models),
             self.show_anyway: gr.Button(visible=not passed),
             self.status: f"Analysed in {timings['total']:.0f} ms.",
         }
-
-
-def _headline_html(prediction: Prediction, words: FlagWords) -> str:
-    flag = prediction.malignancy_flag
-    domain = _domain_name(prediction)
-    score_name = words.score_name[0].upper() + words.score_name[1:]
-    return (
-        (f'<p class="domain">{html.escape(domain)}</p>' if domain else "")
-        + f'<h2 class="{"flagged" if flag.flagged else "not-flagged"}">{html.escape(words.headline)}</h2>'
-        f"<p>{html.escape(score_name)} gives {prediction.malignancy_probability:.1%}; it raises an alert from "
-        f"{flag.threshold:.1%}. Not a diagnosis.</p>"
-    )
-
-
-def _domain_name(prediction: Prediction) -> str:
-    """The image domain the lesion check found, as shown ("Ordinary photo"); empty without a lesion check."""
-    return "" if prediction.image_domain is None else display_name(prediction.image_domain.label)
-
-
-def _svg_figure(svg: str, alt: str) -> str:
-    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    alt = html.escape(alt, quote=True)
-    return f'<figure><img src="data:image/svg+xml;base64,{data}" alt="{alt}"/></figure>'
-
-
-def _summary_html(prediction: Prediction, words: FlagWords) -> str:
-    """The one text version of the numbers (for screen readers and copying)."""
-    top = "; ".join(f"{html.escape(r.name)} {r.probability:.0%}" for r in prediction.lesion_type_top)
-    domain = _domain_name(prediction)
-    return (
-        f"<p><strong>{html.escape(words.headline)}</strong>{f' ({html.escape(domain)})' if domain else ''}: "
-        f"malignant {prediction.malignancy_probability:.1%} (alert from {prediction.malignancy_flag.threshold:.1%}). "
-        f"Most similar lesion types: {top}. Research demo, not a diagnosis.</p>"
-    )
-
-
-def _markdown_text(text: str) -> str:
-    """`text` shown as it is in Markdown: every ASCII punctuation mark backslash-escaped (CommonMark allows that for
-    all of them), so a package's label or metrics key cannot become a link, an image, a table cell or HTML."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\g<0>", text)
-
-
-def _per_class_markdown(prediction: Prediction) -> str:
-    rows = ["| Model | Class | Probability |", "|---|---|---|"]
-    rows += [f"| malignancy | {_markdown_text(display_name(k))} | {p:.1%} |"
-             for k, p in prediction.malignancy.items()]  # fmt: skip
-    rows += [f"| lesion type | {_markdown_text(display_name(k))} | {p:.1%} |"
-             for k, p in prediction.lesion_type.items()]  # fmt: skip
-    if prediction.lesion_check is not None:
-        check = prediction.lesion_check
-        rows.append(f"| lesion check | skin-lesion close-up | {check.score:.1%} (passes from {check.threshold:.1%}) |")
-    if prediction.image_domain is not None:
-        domains = prediction.image_domain.probabilities
-        rows += [f"| image domain | {_markdown_text(display_name(k))} | {p:.1%} |" for k, p in domains.items()]
-    return "\n".join(rows)
-
-
-def _examples_intro(examples: list[Example]) -> str:
-    sources = "".join(f"<li>{html.escape(e.label)}: {html.escape(e.attribution)}</li>" for e in examples)
-    intro = (
-        "## Examples\nTap one to analyse it. Each caption gives the lesion's true diagnosis.\n\n"
-        f"<details><summary>Image sources and licences</summary><ul>{sources}</ul>"
-    )
-    if any("HAM10000" in e.source for e in examples):
-        intro += f"<p>{HAM10000_CITATION}.</p>"
-    return intro + "</details>"
-
-
-def _classes_markdown() -> str:
-    rows = ["| Lesion type | Counted as | What it is |", "|---|---|---|"]
-    for code in LESION_CODES:
-        kind = "malignant" if code in MALIGNANT_CODES else "benign"
-        rows.append(f"| {display_name(code)} | {kind} | {DESCRIPTIONS[code]} |")
-    rows.append(
-        "\nTwo separate models look at each photo: one estimates how likely the lesion is malignant, the other "
-        "which of these seven types it most resembles. They can disagree."
-    )
-    return "\n".join(rows)
-
-
-
-
-def _models_markdown(models: Models) -> str:
-    purpose = {
-        "malignancy": "How likely the lesion is malignant",
-        "lesion_type": "Which of seven lesion types it resembles",
-        "lesion_check": "Whether the photo is a skin-lesion close-up at all, and a dermoscopy image or an ordinary "
-                        "photo",
-    }
-    parts = [
-        "The two classifiers were trained on dermoscopy photos and tested on photos they never saw, from the clinic "
-        "they were trained on (HAM10000) and from another one (ISIC 2017). Balanced accuracy is the average share of "
-        "each class a model gets right (0.5 is chance for two classes). Ordinary photos are much harder for them; "
-        "the result of such a photo says how they did on them in tests."
-    ]
-    for pack in models.values():
-        info = pack.describe()
-        parts.append(
-            f"- **{purpose.get(info['task'], info['task'])}** ({_tested(info['metrics'])}). "
-            f"Source: {html.escape(info['source'])}."
-        )
-    return "\n".join(parts)
-
-
-def _tested(metrics: dict[str, Any]) -> str:
-    """The package's balanced accuracy per test source (evaluate's layout), or overall where it has one number."""
-    per_source = {SOURCE_NAMES.get(k, k): v["balanced_accuracy"] for k, v in metrics.items()
-                  if isinstance(v, dict) and isinstance(v.get("balanced_accuracy"), (int, float))}
-    if per_source:
-        return "balanced accuracy " + ", ".join(f"{v:.2f} on {_markdown_text(name)} test photos"
-                                                for name, v in per_source.items())  # fmt: skip
-    score = metrics.get("balanced_accuracy")
-    if isinstance(score, (int, float)):
-        return f"balanced accuracy {score:.3f} on its test set"
-    return "no test result"
-
-
-def _privacy_api_html() -> str:
-    return (
-        "<p><strong>Privacy.</strong> Your photo is analysed inside this server and never sent anywhere else or "
-        "logged. A photo uploaded on this page is deleted when you close the page, at the latest a minute later (so "
-        "your browser can show it meanwhile); one "
-        "sent to the API is deleted as soon as it has been analysed. Usage analytics are off. "
-        f'<a href="{ON_DEVICE_PATH}">On this device</a> your photo is not uploaded at all.</p>'
-        "<p><strong>API.</strong> The <code>predict</code> endpoint takes one image file and returns JSON "
-        "(probabilities per class, the image domain, the alert flag, the lesion check):</p>"
-        "<pre><code>from gradio_client import Client, handle_file\n\n"
-        'client = Client("<span data-page-url>URL of this page</span>")\n'
-        'result = client.predict(handle_file("lesion.jpg"), api_name="/predict")\n'
-        'print(result["image_domain"], result["malignancy_flag"], result["lesion_type"])</code></pre>'
-    )

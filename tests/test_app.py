@@ -14,7 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from skin_demo import texts, ui
+from skin_demo import page, texts
 from skin_demo.imaging import MAX_FILE_BYTES
 from skin_demo.modelpack import ModelPack
 from skin_demo.postprocess import LESION_CHECK_FAILED_MESSAGE, decision_threshold
@@ -228,14 +228,13 @@ def test_bundled_models_on_a_real_image(ham10000_dir, tmp_path, monkeypatch):
 
 
 def test_models_list_reads_per_source_test_results():
-    from skin_demo.ui import _tested
 
     per_source = {"ham10000": {"balanced_accuracy": 0.824, "n": 1504}, "isic2017": {"balanced_accuracy": 0.687}}
-    assert _tested(per_source) == (
+    assert page.tested(per_source) == (
         "balanced accuracy 0.82 on HAM10000 test photos, 0.69 on ISIC 2017 test photos"
     )
-    assert _tested({"balanced_accuracy": 0.98}) == "balanced accuracy 0.980 on its test set"
-    assert _tested({}) == "no test result"
+    assert page.tested({"balanced_accuracy": 0.98}) == "balanced accuracy 0.980 on its test set"
+    assert page.tested({}) == "no test result"
 
 
 def test_the_result_names_the_domain_and_says_the_ordinary_photo_caveat(tmp_path):
@@ -247,12 +246,12 @@ def test_the_result_names_the_domain_and_says_the_ordinary_photo_caveat(tmp_path
     )
     flag = prediction.malignancy_flag
     words = texts.flag_words(flag.flagged, flag.domain, models["malignancy"].config)
-    headline = ui._headline_html(prediction, words)
+    headline = page.headline_html(prediction, words)
     assert '<p class="domain">Ordinary photo</p>' in headline and html.escape(words.headline) in headline
     assert "The lesion-type model (its malignant types together) gives" in headline
     assert "caught 9 of 10 cancers" in words.caveat
     if not flag.flagged:
         assert "cannot rule anything out" in words.headline
-    summary = ui._summary_html(prediction, words)
+    summary = page.summary_html(prediction, words)
     assert summary.startswith(f"<p><strong>{html.escape(words.headline)}</strong> (Ordinary photo): malignant")
-    assert "| image domain | Ordinary photo |" in ui._per_class_markdown(prediction)
+    assert "| image domain | Ordinary photo |" in page.per_class_markdown(prediction)

@@ -11,7 +11,7 @@ from html import unescape
 import pytest
 from markdown_it import MarkdownIt
 
-from skin_demo import ui
+from skin_demo import page
 from skin_demo.settings import Settings
 from tests import image_files as files
 from tests.served_app import serve
@@ -50,7 +50,7 @@ def test_markdown_text_renders_every_label_as_itself():
     is one cell of plain text."""
     md = MarkdownIt("commonmark").enable("table")
     for label in [*hostile_labels("http://127.0.0.1:9"), "&lt;b&gt;", "*bold* _x_ `code`", "\\", "<http://x>"]:
-        html = md.render(f"| a | b |\n|---|---|\n| x | {ui._markdown_text(label)} |\n")
+        html = md.render(f"| a | b |\n|---|---|\n| x | {page.markdown_text(label)} |\n")
         assert html.count("<td>") == 2, (label, html)  # one row, two cells
         cell = html.split("<td>")[2].split("</td>")[0]
         assert "<" not in cell, (label, html)  # no tag at all: no image, no link, no HTML of the label's
