@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     DEFAULT_DATA,
     DEFAULT_SPLIT,
     REPO_ROOT,
@@ -37,9 +39,6 @@ from benchmarks.common import (
     write_json,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 TIMEOUT_MS = 600_000
 TARGETS = {"models_and_check_p50_ms": 150.0, "first_load_mb": 25.0}
 STEPS = ("decode", "preprocess", "inference", "lesion_check", "total")

@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from skin_demo import REPO_ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium package; Playwright drives it via executable_path
+# Headless, and none of Chromium's own connections (updates, sync, ...): this machine has no outside network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ham10000"
 DEFAULT_SPLIT = REPO_ROOT / "models" / "ham10000_split.csv"
 VERSIONED = ("onnxruntime", "numpy", "pillow", "matplotlib", "gradio", "gradio_client", "torch", "torchvision", "timm")

@@ -5,6 +5,9 @@ Importing the package sets, before any library reads it, the environment every e
 """
 
 import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (or the Space's folder): models/, examples/
 
 # Privacy: no usage analytics or telemetry of any library. The only outbound requests are the configured Hub
 # downloads. ONNX Runtime's Python package otherwise looks up mobile.events.data.microsoft.com seconds after

@@ -19,11 +19,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from skin_demo import REPO_ROOT
 from skin_demo.taxonomy import display_name
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXAMPLES_DIR = REPO_ROOT / "examples"
 DEFAULT_SPLIT = REPO_ROOT / "models" / "ham10000_split.csv"
 MANIFEST = "manifest.csv"

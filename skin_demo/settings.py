@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skin_demo import REPO_ROOT
 from skin_demo.examples import DEFAULT_EXAMPLES_DIR
 from skin_demo.modelpack import available_cpus, default_threads
 from skin_demo.predictor import TASKS
+
 MIN_CONCURRENCY = 4
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 ENV_PREFIX = "SKIN_DEMO_"
 DEFAULT_HUB_TIMEOUT_S = 5.0  # per HTTP request: a Hub that does not answer within this is treated as down

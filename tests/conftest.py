@@ -16,9 +16,11 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_ENDPOINT", None)
 
+from benchmarks.common import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (after the environment above)
+from skin_demo import REPO_ROOT  # noqa: E402
+
 pytest_plugins = ["tests.hub_fixtures"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 HAM10000_DIR = SHARED_DATA / "ham10000"
 MALIGNANT_VS_BENIGN_DIR = SHARED_DATA / "malignant_vs_benign"
@@ -53,11 +55,6 @@ def malignant_vs_benign_dir() -> Path:
     return MALIGNANT_VS_BENIGN_DIR
 
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium package; Playwright drives it via executable_path
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from skin_demo import REPO_ROOT
 from skin_demo.config import PackageConfig, PreprocessConfig
 from skin_demo.imaging import ImageError, load_image, preprocess
 from skin_demo.modelpack import ModelPack
@@ -38,7 +39,6 @@ from skin_demo.train.report import write_evaluation
 
 EVAL_DIR = "eval"
 DEFAULT_BATCH_SIZE = 32
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The project's targets per task and test source (issue 16: three domains), recorded with every evaluation so the
 # card and the closing note say plainly which are missed.
 TARGETS = {

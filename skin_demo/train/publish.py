@@ -23,9 +23,9 @@ from skin_demo.train.card import render_model_card
 from skin_demo.train.evaluate import EVAL_DIR, recorded_metrics
 from skin_demo.train.metrics import Evaluation
 from skin_demo.train.report import METRICS_FILE, read_evaluation
+from skin_demo.settings import ENV_PREFIX
 
 UPLOAD_PATTERNS = [MODEL_FILE, CONFIG_FILE, README_FILE, f"{EVAL_DIR}/*"]
-ENV_PREFIX = "SKIN_DEMO_"  # the app's settings variables (skin_demo/settings.py)
 CARD_TASKS = ("lesion_type", "malignancy")  # whose card card.py renders; other packages bring their own README.md
 
 
