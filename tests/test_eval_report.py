@@ -18,7 +18,8 @@ from skin_demo.modelpack import ModelPack
 from skin_demo.taxonomy import LESION_CODES
 from skin_demo.train.card import NOT_A_DIAGNOSIS, render_model_card
 from skin_demo.train.evaluate import TARGETS
-from skin_demo.train.metrics import EvalReport, Evaluation, compute_report
+from skin_demo.train.metrics import compute_report
+from skin_demo.train.results import EvalReport, Evaluation
 from skin_demo.train.report import (
     METRICS_FILE,
     REPORT_FILES,

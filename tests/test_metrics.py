@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from skin_demo.train.metrics import EvalReport, Evaluation, choose_threshold, compute_report, wilson_interval
+from skin_demo.train.metrics import choose_threshold, compute_report, wilson_interval
+from skin_demo.train.results import EvalReport, Evaluation
 
 # Ten images, three classes. Arg-max predictions are marked; three are wrong.
 LABELS3 = ("a", "b", "c")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skin_demo.taxonomy import LESION_CODES, MALIGNANT_CODES
+from skin_demo.taxonomy import LESION_CODES
 from skin_demo.train.model import MultiTaskNet, imagenet_weights, timm_state_dict
 from skin_demo.train.task_nets import FlipAveraged, SingleTaskNet
 

@@ -16,7 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from skin_demo.config import PackageConfig
 from skin_demo.taxonomy import DESCRIPTIONS, SOURCE_NAMES, display_name
-from skin_demo.train.metrics import WEAK_CLASS_FLOOR, Evaluation
+from skin_demo.train.results import WEAK_CLASS_FLOOR, Evaluation
 from skin_demo.train.report import (
     CONFUSION_PNG,
     METRICS_FILE,

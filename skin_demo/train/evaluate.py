@@ -34,7 +34,8 @@ from skin_demo.postprocess import malignancy_flag, malignancy_score
 from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
 from skin_demo.train.data import IGNORE_LABEL, Sample, label_index, task_labels
-from skin_demo.train.metrics import EvalReport, Evaluation, compute_report
+from skin_demo.train.metrics import compute_report
+from skin_demo.train.results import EvalReport, Evaluation
 from skin_demo.train.report import write_evaluation
 
 EVAL_DIR = "eval"

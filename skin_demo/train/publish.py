@@ -21,7 +21,7 @@ from pathlib import Path
 from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, README_FILE, ModelPack, PackageError
 from skin_demo.train.card import render_model_card
 from skin_demo.train.evaluate import EVAL_DIR, recorded_metrics
-from skin_demo.train.metrics import Evaluation
+from skin_demo.train.results import Evaluation
 from skin_demo.train.report import METRICS_FILE, read_evaluation
 from skin_demo.settings import ENV_PREFIX
 

@@ -46,7 +46,7 @@ from skin_demo.train.evaluate import (
     record_evaluation,
     report_for,
 )
-from skin_demo.train.metrics import EvalReport, Evaluation
+from skin_demo.train.results import EvalReport, Evaluation
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 CALIBRATION_BATCH = 8

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from skin_demo.taxonomy import SOURCE_NAMES, colour, display_name
-from skin_demo.train.metrics import SMALL_SUPPORT, WEAK_CLASS_FLOOR, EvalReport, Evaluation
+from skin_demo.train.results import SMALL_SUPPORT, WEAK_CLASS_FLOOR, EvalReport, Evaluation
 
 METRICS_FILE = "metrics.json"
 MARKDOWN_FILE = "EVAL.md"
