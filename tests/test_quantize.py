@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from skin_demo.config import ONNX_METADATA_KEY
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack, PackageError
-from skin_demo.train import quantize, sources
+from skin_demo.train import quantize_cli, sources
 from skin_demo.train.data import read_ham10000, read_split
 from skin_demo.train.quantize import (
     QuantizeError,
@@ -80,7 +80,7 @@ def fake_isic(tmp_path):
 
 def _cli(*argv) -> int:
     parser = argparse.ArgumentParser()
-    quantize.register(parser.add_subparsers(dest="command", required=True))
+    quantize_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["quantize", *map(str, argv)])
     return args.func(args)
 

@@ -13,12 +13,12 @@ from skin_demo.train.split import grouped_stratified_split, write_split_csv
 
 
 def main(argv: list[str] | None = None) -> int:
-    from skin_demo.train import compare, decide, evaluate_cli, fit_cli, lesion_check, publish, quantize, sweep
+    from skin_demo.train import compare, decide, evaluate_cli, fit_cli, lesion_check, publish, quantize_cli, sweep
 
     parser = argparse.ArgumentParser(prog="python -m skin_demo.train", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _register_split(subparsers)
-    for module in (fit_cli, sweep, compare, decide, evaluate_cli, quantize, publish, lesion_check):
+    for module in (fit_cli, sweep, compare, decide, evaluate_cli, quantize_cli, publish, lesion_check):
         module.register(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
