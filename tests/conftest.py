@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,24 @@ def browser(playwright):
     chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield chromium
     chromium.close()
+
+
+@pytest.fixture(scope="module")
+def local_site():
+    """An HTTP server on 127.0.0.1 that records every request: a third party that the server must never fetch and
+    the page must never make a visitor's browser contact. Yields (its URL, the paths requested)."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()

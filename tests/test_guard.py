@@ -4,14 +4,12 @@ this request's upload, oversized and chunked bodies, refused uploads left on dis
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -55,26 +53,6 @@ def call_predict(http: httpx.Client, payload) -> tuple[int, str]:
         return response.status_code, response.json()["detail"]
     outcome = http.get(f"/gradio_api/call/predict/{response.json()['event_id']}").text
     return 200, outcome
-
-
-@pytest.fixture(scope="module")
-def local_site():
-    """An HTTP server on 127.0.0.1 that records every request (a URL the server must never fetch)."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            self.send_response(404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
 
 
 def refused_payloads(site: str, temp_dir: Path, example: str) -> dict[str, object]:

@@ -4,8 +4,6 @@ image from the per-class table)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from html import unescape
 
 import pytest
@@ -23,26 +21,6 @@ def hostile_labels(site: str) -> tuple[str, ...]:
     """Seven lesion-type labels, four of them markup that would load, link or break the table."""
     return (f'<img src="{site}/tag.png" id="evil">', f"![x]({site}/markdown.png)", f"[link]({site}/link)", "a|b",
             "nv", "mel", "bcc")  # fmt: skip
-
-
-@pytest.fixture
-def local_site():
-    """An HTTP server on 127.0.0.1 that records every request (a third party the page must never contact)."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            self.send_response(404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
 
 
 def test_markdown_text_renders_every_label_as_itself():
