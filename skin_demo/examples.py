@@ -1,11 +1,14 @@
-"""Example images for the demo's gallery: pulled from a local HAM10000 copy's held-out test split, never committed.
+"""Example images for the demo's gallery: pulled from a local HAM10000 copy's held-out test split.
 
     python -m skin_demo.examples pull --from /path/to/ham10000 [--split models/ham10000_split.csv] [--per-class 2]
+        [--limit 12]
 
 copies a few test-split images per class into examples/ and writes examples/manifest.csv
-(file, dx, label, source, licence). Only the test split is used, so no example was seen in training. The app
-reads the manifest with `read_manifest`; rows whose image is absent are skipped, so a fresh clone (manifest
-and images both absent) simply shows no gallery.
+(file, dx, label, source, licence). Only the test split is used, so no example was seen in training. The twelve
+that `pull` gives with its defaults are committed (the one exception to "no dataset image in the repository":
+HAM10000 is CC BY-NC 4.0, which allows redistribution with attribution, given per image in the manifest), so a
+fresh clone and a Space built from git open with examples. The app reads the manifest with `read_manifest`; rows
+whose image is absent are skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ HAM10000_CITATION = (
 )
 HAM10000_LICENCE = "CC BY-NC 4.0"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The repository commits no dataset image but these: at most this many HAM10000 test-split photos, each listed in
+# manifest.csv with its licence, so a fresh clone and a Space built from git open with examples.
+MAX_EXAMPLES = 12
+MAX_EXAMPLE_BYTES = 100_000
 
 
 class ExamplesError(ValueError):
@@ -101,13 +108,17 @@ def pull(
     *,
     split: Path | str = DEFAULT_SPLIT,
     per_class: int = 2,
+    limit: int = MAX_EXAMPLES,
     out_dir: Path | str = DEFAULT_EXAMPLES_DIR,
 ) -> list[Example]:
-    """Copy `per_class` test-split images of each class from a HAM10000 folder into `out_dir` + manifest.csv.
+    """Copy up to `per_class` test-split images of each class, at most `limit` in all, from a HAM10000 folder into
+    `out_dir` + manifest.csv.
 
     dataset_dir must hold HAM10000_metadata.csv and images/<image_id>.jpg; split is a CSV with image_id,
-    lesion_id, dx, split. Picks are deterministic (sorted by image_id) and take at most one image per lesion.
-    Returns the examples written. Raises ExamplesError for a missing or malformed input file.
+    lesion_id, dx, split. Picks are deterministic (sorted by image_id), take at most one image per lesion, and go
+    round the classes (every class's first image before any class's second), so a limit below
+    classes x per_class still covers every class. Returns the examples written. Raises ExamplesError for a missing
+    or malformed input file.
     """
     dataset_dir, split, out_dir = Path(dataset_dir), Path(split), Path(out_dir)
     if per_class < 1:
@@ -128,33 +139,36 @@ def pull(
     if not by_class:
         raise ExamplesError(f"{split}: no rows with split == 'test'")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    examples: list[Example] = []
+    picks: dict[str, list[dict[str, str]]] = {}
     for dx in sorted(by_class):
         lesions: set[str] = set()
-        taken = 0
+        picks[dx] = []
         for row in by_class[dx]:
-            if taken == per_class:
+            if len(picks[dx]) == per_class:
                 break
             if row["lesion_id"] in lesions:
                 continue
-            source_image = images_dir / f"{row['image_id']}.jpg"
-            if not source_image.is_file():
-                log.warning("skipping %s: %s not found", row["image_id"], source_image)
+            if not (images_dir / f"{row['image_id']}.jpg").is_file():
+                log.warning("skipping %s: not found in %s", row["image_id"], images_dir)
                 continue
-            target = out_dir / source_image.name
-            shutil.copyfile(source_image, target)
             lesions.add(row["lesion_id"])
-            taken += 1
-            examples.append(
-                Example(
-                    path=target,
-                    dx=dx,
-                    label=display_name(dx),
-                    source=HAM10000_SOURCE.format(image_id=row["image_id"]),
-                    licence=HAM10000_LICENCE,
-                )
+            picks[dx].append(row)
+    rounds = [(dx, rows[k]) for k in range(per_class) for dx, rows in picks.items() if k < len(rows)][:limit]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    examples: list[Example] = []
+    for dx, row in sorted(rounds, key=lambda pick: (pick[0], pick[1]["image_id"])):
+        target = out_dir / f"{row['image_id']}.jpg"
+        shutil.copyfile(images_dir / target.name, target)
+        examples.append(
+            Example(
+                path=target,
+                dx=dx,
+                label=display_name(dx),
+                source=HAM10000_SOURCE.format(image_id=row["image_id"]),
+                licence=HAM10000_LICENCE,
             )
+        )
     with (out_dir / MANIFEST).open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(MANIFEST_COLUMNS)
@@ -175,17 +189,19 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: `pull --from DIR [--split CSV] [--per-class N] [--out DIR]`."""
+    """Command line: `pull --from DIR [--split CSV] [--per-class N] [--limit N] [--out DIR]`."""
     parser = argparse.ArgumentParser(prog="python -m skin_demo.examples", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     pull_cmd = commands.add_parser("pull", help="copy test-split images from a local HAM10000 copy into examples/")
     pull_cmd.add_argument("--from", dest="dataset_dir", type=Path, required=True, help="HAM10000 folder")
     pull_cmd.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split CSV (default: %(default)s)")
     pull_cmd.add_argument("--per-class", type=int, default=2, help="images per class (default: %(default)s)")
+    pull_cmd.add_argument("--limit", type=int, default=MAX_EXAMPLES, help="images in all (default: %(default)s)")
     pull_cmd.add_argument("--out", type=Path, default=DEFAULT_EXAMPLES_DIR, help="target folder (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        examples = pull(args.dataset_dir, split=args.split, per_class=args.per_class, out_dir=args.out)
+        examples = pull(args.dataset_dir, split=args.split, per_class=args.per_class, limit=args.limit,
+                        out_dir=args.out)
     except ExamplesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,8 +6,10 @@ import csv
 
 import pytest
 
-from skin_demo.examples import MANIFEST_COLUMNS, main, pull, read_manifest
+from skin_demo.examples import MANIFEST_COLUMNS, MAX_EXAMPLE_BYTES, MAX_EXAMPLES, main, pull, read_manifest
+from skin_demo.train.data import read_split
 from tests import image_files as files
+from tests.conftest import REPO_ROOT
 
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 
@@ -39,7 +41,7 @@ def fake_ham(tmp_path):
 def test_pull_takes_test_split_images_one_per_lesion(tmp_path, fake_ham):
     root, split_csv, rows = fake_ham
     out = tmp_path / "examples"
-    examples = pull(root, split=split_csv, per_class=3, out_dir=out)
+    examples = pull(root, split=split_csv, per_class=3, limit=100, out_dir=out)
     # 3 test images per class, but two of them are the same lesion: 2 per class.
     assert len(examples) == 2 * len(CLASSES)
     for example in examples:
@@ -52,6 +54,30 @@ def test_pull_takes_test_split_images_one_per_lesion(tmp_path, fake_ham):
         manifest = list(csv.DictReader(f))
     assert tuple(manifest[0]) == MANIFEST_COLUMNS
     assert read_manifest(out) == examples
+
+
+def test_a_limit_goes_round_the_classes(tmp_path, fake_ham):
+    root, split_csv, _ = fake_ham
+    examples = pull(root, split=split_csv, per_class=2, limit=10, out_dir=tmp_path / "examples")
+    per_class = {dx: sum(e.dx == dx for e in examples) for dx in CLASSES}
+    # Every class's first image before any class's second: 7 firsts, then the first 3 classes' seconds.
+    assert per_class == {"akiec": 2, "bcc": 2, "bkl": 2, "df": 1, "mel": 1, "nv": 1, "vasc": 1}
+
+
+def test_the_committed_examples_are_there_on_a_fresh_clone():
+    """What a fresh clone (and a Space built from git) shows: the committed HAM10000 test-split examples, every
+    class, each listed with its licence; no more than the repository's one exception allows."""
+    examples = read_manifest(REPO_ROOT / "examples")
+    with (REPO_ROOT / "examples" / "manifest.csv").open(newline="") as f:
+        assert len(examples) == len(list(csv.DictReader(f)))  # every listed image is present
+    assert len(examples) <= MAX_EXAMPLES and {e.dx for e in examples} == set(CLASSES)
+    split = read_split(REPO_ROOT / "models" / "ham10000_split.csv")
+    for example in examples:
+        assert split[example.path.stem] == "test"
+        assert example.path.stat().st_size <= MAX_EXAMPLE_BYTES
+        assert example.licence == "CC BY-NC 4.0" and "HAM10000" in example.source
+    listed = {e.path.name for e in examples}
+    assert {p.name for p in (REPO_ROOT / "examples").iterdir() if p.suffix == ".jpg"} == listed
 
 
 def test_cli(tmp_path, fake_ham, capsys):
@@ -80,11 +106,12 @@ def test_read_manifest_skips_missing_images_and_tolerates_an_empty_folder(tmp_pa
 
 
 @pytest.mark.data
-def test_pull_from_the_real_dataset(tmp_path, ham10000_dir):
-    from tests.conftest import REPO_ROOT
-
+def test_pull_from_the_real_dataset_gives_the_committed_examples(tmp_path, ham10000_dir):
     split = REPO_ROOT / "models" / "ham10000_split.csv"
     if not split.is_file():
         pytest.skip("models/ham10000_split.csv not produced yet")
-    examples = pull(ham10000_dir, split=split, per_class=1, out_dir=tmp_path / "examples")
+    examples = pull(ham10000_dir, split=split, out_dir=tmp_path / "examples")
     assert {e.dx for e in examples} == set(CLASSES)
+    assert (tmp_path / "examples" / "manifest.csv").read_bytes() == (REPO_ROOT / "examples" / "manifest.csv").read_bytes()
+    for example in examples:
+        assert example.path.read_bytes() == (REPO_ROOT / "examples" / example.path.name).read_bytes()
