@@ -14,6 +14,8 @@ from skin_demo.train.data import Sample
 from skin_demo.train.decision import choose_domain_decisions, lowest_group_threshold
 from skin_demo.train.imbalance import domain_class_weights
 from skin_demo.train.phone_look import PhoneLook, fill_vignette, skin_colour
+from skin_demo.train.selection import choose_logit_adjustment, class_log_prior
+from skin_demo.train.task_nets import LogitAdjusted
 
 
 def _samples(counts: dict[tuple[str, str, str, bool], int]) -> list[Sample]:
@@ -108,3 +110,24 @@ def test_each_domain_gets_the_score_that_ranks_it_better_and_its_own_threshold()
     assert set(decisions["dermoscopy"].threshold_per_source) == {"ham10000", "isic2017"}
     clinical_rows = (domains == "clinical") & malignant
     assert np.mean(squash(lesion_sum)[clinical_rows] >= decisions["clinical"].threshold) >= 0.9
+
+
+def test_the_class_prior_is_what_the_sampler_draws_and_unlabelled_samples_do_not_count():
+    labels = np.array([0, 0, 0, 1, -100])
+    weights = np.array([0.1, 0.1, 0.1, 0.3, 0.4])  # the unlabelled sample's weight must not count
+    assert np.allclose(class_log_prior(labels, weights, 3).exp().numpy(), [0.5, 0.5, 1e-8], atol=1e-9)
+
+
+def test_logit_adjustment_is_chosen_on_the_tuning_rows_and_subtracted_in_the_graph():
+    class Rows:  # the part of Validation choose_logit_adjustment uses: balanced accuracy on the tuning rows
+        def lesion_type_accuracy(self, logits, *, tuning):
+            assert tuning
+            return {"selection": float((logits.argmax(1) == torch.tensor([0, 1, 1, 1])).float().mean())}
+
+    # Class 0 is frequent in training and wins every image; subtracting tau x log prior lets class 1 through.
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.5], [1.0, 0.6], [1.2, 0.3]])
+    log_prior = torch.log(torch.tensor([0.9, 0.1]))
+    tau, by_tau = choose_logit_adjustment(logits, Rows(), log_prior)
+    assert by_tau["0.0"] == 0.25 and tau > 0 and by_tau[str(tau)] == max(by_tau.values())
+    adjusted = LogitAdjusted(torch.nn.Identity(), tau * log_prior)
+    assert torch.allclose(adjusted(logits), logits - tau * log_prior)

@@ -59,7 +59,11 @@ def test_fit_export_and_serve_round_trip(small_ham, tmp_path):
     assert set(history["history"][-1]["ema"]["lesion_type"]) == {"ham10000", "isic2017", "clinical", "selection"}
     assert (run / "last.pt").is_file() and (run / "best_lesion_type.pt").is_file()
     choices = json.loads((run / "choices.json").read_text())
-    assert set(choices["malignancy"]) == {"best_epoch", "weights", "val_without_flip", "val_with_flip", "flip_tta"}
+    assert set(choices["malignancy"]) == {"best_epoch", "weights", "val_without_flip", "val_with_flip", "flip_tta",
+                                          "logit_adjustment_tau", "tuning_by_tau"}
+    # Logit adjustment is tried for lesion type only, on the validation rows kept out of epoch selection.
+    assert set(choices["lesion_type"]["tuning_by_tau"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+    assert choices["malignancy"]["tuning_by_tau"] == {}
 
     packs = {task: ModelPack.load(run / "packages" / task) for task in ("malignancy", "lesion_type")}
     lesion_cfg = packs["lesion_type"].config

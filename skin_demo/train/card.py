@@ -240,6 +240,9 @@ def _choice(config: PackageConfig) -> dict[str, Any] | None:
     if isinstance(choice.get("flip_tta"), bool):  # fit's TaskChoice
         flip = {"used": choice["flip_tta"], "val_without": choice.get("val_without_flip"),
                 "val_with": choice.get("val_with_flip")}
+    by_tau = choice.get("tuning_by_tau") or {}
+    logit = None if not by_tau else {"tau": choice.get("logit_adjustment_tau", 0.0),
+                                     "tried": ", ".join(f"{t}: {fmt(v)}" for t, v in by_tau.items())}
     return {
         "source": choice.get("source"),
         "candidates": candidates,
@@ -248,6 +251,7 @@ def _choice(config: PackageConfig) -> dict[str, Any] | None:
             choice.get("weights"), choice.get("weights")),
         "flip": None if flip is None else {"used": bool(flip.get("used")), "without": fmt(flip.get("val_without")),
                                            "with": fmt(flip.get("val_with"))},
+        "logit": logit,
     }
 
 

@@ -39,7 +39,7 @@ from skin_demo.train.package_build import build_package
 from skin_demo.train.package_files import write_package
 from skin_demo.train.phone_look import PhoneLook
 from skin_demo.train.run_info import git_commit, jsonable
-from skin_demo.train.selection import TaskChoice, choose_task_module
+from skin_demo.train.selection import TaskChoice, choose_task_module, class_log_prior
 from skin_demo.train.training_loop import (
     TrainState,
     Validation,
@@ -141,20 +141,24 @@ def fit(args: argparse.Namespace) -> dict[str, Path]:
 
     if args.no_export or rank != 0:
         return {}
-    return finish(args, net, tasks, pre, state, val, device)
+    return finish(args, net, tasks, pre, state, val, device, train_set)
 
 
 def finish(args: argparse.Namespace, net: MultiTaskNet, tasks: tuple[str, ...], pre: PreprocessConfig,
-           state: TrainState, val: Validation, device: torch.device) -> dict[str, Path]:
-    """Best checkpoint per task -> flip TTA chosen on validation -> temperature -> package; then the malignancy
-    decision (score and threshold per domain) made on the written packages, as `decide` makes it."""
+           state: TrainState, val: Validation, device: torch.device, train_set: CachedImages) -> dict[str, Path]:
+    """Best checkpoint per task -> flip TTA and logit adjustment chosen on validation -> temperature -> package;
+    then the malignancy decision (score and threshold per domain) made on the written packages, as `decide`
+    makes it."""
     out = Path(args.out)
     choices: dict[str, TaskChoice] = {}
     packages = {}
-    for task in tasks:
+    draw_weights = (imbalance.domain_class_weights(train_set.samples, args.balance_power).numpy()
+                    if args.imbalance == "sampler" else np.ones(len(train_set.samples)))
+    for index, task in enumerate(tasks):
         best = torch.load(out / f"best_{task}.pt", map_location="cpu", weights_only=False)
         net.load_state_dict(best["model"])
-        module, choices[task] = choose_task_module(net, task, best, val, device)
+        log_prior = class_log_prior(train_set.labels[:, index].numpy(), draw_weights, len(task_labels(task)))
+        module, choices[task] = choose_task_module(net, task, best, val, device, log_prior)
         packages[task] = _write_task_package(args, module, task, pre, state, choices[task], val, out)
     (out / "choices.json").write_text(json.dumps({t: c.to_json() for t, c in choices.items()}, indent=2))
     if "malignancy" in packages:

@@ -178,9 +178,11 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean recall over the labels present in `y_true`. A source with 3 of the 7 classes (ISIC 2017) still gets
-    predictions of the other 4, which is exactly what should count as wrong, so sklearn's warning is noise here."""
+    predictions of the other 4, which is exactly what should count as wrong, and a slice with one class gets that
+    class's recall, so sklearn's warnings about either are noise here."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         return float(sk.balanced_accuracy_score(y_true, y_pred))
 
 

@@ -30,3 +30,16 @@ class FlipAveraged(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return (self.inner(image) + self.inner(torch.flip(image, dims=[3]))) / 2
+
+
+class LogitAdjusted(nn.Module):
+    """Post-hoc logit adjustment (Menon et al. 2021) inside the graph: `inner`'s logits minus tau x log(the class
+    prior the network was trained under), so rare classes are not lost to the frequent ones."""
+
+    def __init__(self, inner: nn.Module, offset: torch.Tensor):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("offset", offset.float())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.inner(image) - self.offset

@@ -119,9 +119,7 @@ class Validation:
         out = {}
         if "lesion_type" in logits:
             probs = torch.softmax(logits["lesion_type"], 1).numpy()
-            labels = self.labels["lesion_type"]
-            out["lesion_type"] = self._per_source(lambda m: balanced_accuracy(labels[m], probs[m].argmax(1)),
-                                                  labelled=labels >= 0)
+            out["lesion_type"] = self.lesion_type_accuracy(logits["lesion_type"])
             out["lesion_sum_malignancy"] = self._per_source(
                 lambda m: roc_auc(self.malignant[m], malignant_sum(probs[m])))
         if "malignancy" in logits:
@@ -129,10 +127,20 @@ class Validation:
             out["malignancy"] = self._per_source(lambda m: roc_auc(self.malignant[m], p[m]))
         return out
 
-    def _per_source(self, metric, labelled: np.ndarray | None = None) -> dict:
-        """`metric(rows)` per source on the selection rows; an undefined value (None) counts as NaN, which the
-        mean skips."""
-        rows = ~self.tuning if labelled is None else ~self.tuning & labelled
+    def lesion_type_accuracy(self, lesion_logits: torch.Tensor, *, tuning: bool = False) -> dict:
+        """Balanced accuracy per source of these lesion-type logits (and their mean, `selection`), on the selection
+        rows, or with `tuning` on the rows kept out of epoch selection."""
+        predicted = lesion_logits.argmax(1).numpy()
+        labels = self.labels["lesion_type"]
+        return self._per_source(lambda m: balanced_accuracy(labels[m], predicted[m]), labelled=labels >= 0,
+                                tuning=tuning)
+
+    def _per_source(self, metric, labelled: np.ndarray | None = None, *, tuning: bool = False) -> dict:
+        """`metric(rows)` per source on the selection rows (with `tuning`, the tuning rows); an undefined value
+        (None) counts as NaN, which the mean skips."""
+        rows = self.tuning if tuning else ~self.tuning
+        if labelled is not None:
+            rows = rows & labelled
         values = {}
         for src in np.unique(self.sources):
             value = metric(rows & (self.sources == src))
