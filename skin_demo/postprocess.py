@@ -40,7 +40,7 @@ LESION_CHECK_CLINICAL_MESSAGE = (
 )
 LESION_CHECK_FAILED_MESSAGE = (
     "This does not look like a close-up of a single skin lesion, so the models' answer would mean nothing. "
-    "They were trained on dermoscopy close-ups of one lesion each; try a sharp, well-lit close-up of one spot."
+    "They learned from close-ups of one lesion each; try a sharp, well-lit close-up of one spot."
 )
 LESION_CHECK_MESSAGES = {
     DERMOSCOPY: LESION_CHECK_PASSED_MESSAGE,
