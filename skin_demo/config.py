@@ -21,6 +21,13 @@ PACKAGE_FILES = (CONFIG_FILE, MODEL_FILE, README_FILE)  # README.md (the model c
 ONNX_METADATA_KEY = "skin_demo.config"
 INPUT_NAME = "image"  # float32 [N, 3, H, W]
 OUTPUT_NAME = "logits"  # float32 [N, K], first output, in label order
+# Optional output: the class-activation map float32 [N, K, h, w], computed in the graph from the last feature map
+# and the classifier weights (each location's contribution to each logit, the bias left out).
+ATTENTION_OUTPUT = "cam"
+ATTENTION_DESCRIPTION = (
+    "class-activation map [N, K, h, w]: each feature-map location's contribution to each logit (the last feature "
+    "map times the classifier weights, bias left out); its mean over h and w is the logit minus the bias"
+)
 
 RESIZE_MODES = ("shorter_side_then_center_crop",)
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
@@ -122,8 +129,8 @@ class PackageConfig:
     # missing here uses decision_threshold and "binary_head").
     decision_thresholds: dict[str, float] = field(default_factory=dict)
     decision_scores: dict[str, str] = field(default_factory=dict)
-    # Further ONNX outputs beyond `logits`, by name (none for the bundled models).
-    extra_outputs: tuple[str, ...] = ()
+    # Further ONNX outputs beyond `logits`: name -> what it holds (ATTENTION_OUTPUT: the class-activation map).
+    outputs: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -191,7 +198,7 @@ class PackageConfig:
             decision_threshold=None if threshold is None else _number(raw, "decision_threshold", "decision_threshold"),
             decision_thresholds=_number_map(raw, "decision_thresholds"),
             decision_scores=_string_map(raw, "decision_scores"),
-            extra_outputs=tuple(_string_list(raw, "extra_outputs", default=[])),
+            outputs=_outputs(raw),
             metrics=_object(raw, "metrics"),
             provenance=_object(raw, "provenance"),
         )
@@ -286,6 +293,13 @@ def _string_list(raw: dict[str, Any], key: str, default: Any = _REQUIRED) -> lis
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key} must be a list of strings, got {_type_name(value)} {_excerpt(value)}")
     return value
+
+
+def _outputs(raw: dict[str, Any]) -> dict[str, str]:
+    """`outputs` (name -> description); packages made before it existed list bare names in `extra_outputs`."""
+    if "outputs" in raw:
+        return _string_map(raw, "outputs")
+    return dict.fromkeys(_string_list(raw, "extra_outputs", default=[]), "")
 
 
 def _number_map(raw: dict[str, Any], key: str) -> dict[str, float]:

@@ -66,6 +66,17 @@ _large_decode = threading.BoundedSemaphore(1)
 warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 
 
+# load_image records in the image's `info` the size of the photo as uploaded (upright), which a reduced decode no
+# longer has: attention maps are placed in those coordinates (`source_size`).
+SOURCE_SIZE_KEY = "skin_demo.source_size"
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def source_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the photo as uploaded and turned upright, for an image from load_image (else its size)."""
+    return image.info.get(SOURCE_SIZE_KEY, image.size)
+
+
 class ImageError(ValueError):
     """An input the app cannot analyse; the message says what was wrong and what to do."""
 
@@ -93,6 +104,7 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         full_size_pixels = image.width * image.height
+        stored_size = image.size
         if image.format in JPEG_FORMATS:
             _check_jpeg_holds(image)
             _draft(image, draft_size)
@@ -101,6 +113,7 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
         image, orientation = _decode_reduced(image, draft_size, large=full_size_pixels > LARGE_DECODE_PIXELS)
         image = _upright(image, orientation)
         rgb = _to_rgb(image)
+        rgb.info[SOURCE_SIZE_KEY] = stored_size[::-1] if orientation in TRANSPOSING_ORIENTATIONS else stored_size
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, Image.DecompressionBombError) as exc:
@@ -121,17 +134,10 @@ def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     height, width = config.size
     if height != width:
         raise ImageError(f"only square model inputs are supported, config asks for {height}x{width}")
-    target_short = config.resize_shorter_side
-    w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short != target_short:
-        new_long = int(target_short * long / short)
-        new_size = (target_short, new_long) if w <= h else (new_long, target_short)
-        image = image.resize(new_size, _RESAMPLE[config.interpolation])
-    w, h = image.size
-    top = int(round((h - height) / 2.0))
-    left = int(round((w - width) / 2.0))
-    image = image.crop((left, top, left + width, top + height))
+    resized, box = crop_geometry(image.size, config)
+    if resized != image.size:
+        image = image.resize(resized, _RESAMPLE[config.interpolation])
+    image = image.crop(box)
     pixels = (np.asarray(image, dtype=np.float32) / np.float32(255.0)).transpose(2, 0, 1)
     if config.color_constancy == "shades_of_gray":
         pixels = shades_of_gray(pixels, config.color_constancy_power)
@@ -139,6 +145,22 @@ def preprocess(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     std = np.asarray(config.std, dtype=np.float32).reshape(3, 1, 1)
     normalised = (pixels - mean) / std
     return np.ascontiguousarray(normalised, dtype=np.float32)
+
+
+def crop_geometry(size: tuple[int, int], config: PreprocessConfig) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """Where `preprocess` takes the model input from an image of `size` (width, height): the size it resizes to
+    (shorter side `config.resize_shorter_side`, aspect kept) and the centred square it crops from that,
+    (left, top, right, bottom). The one statement of that geometry; static/preprocess.js is its twin."""
+    height, width = config.size
+    target_short = config.resize_shorter_side
+    w, h = size
+    short, long = (w, h) if w <= h else (h, w)
+    if short != target_short:
+        new_long = int(target_short * long / short)
+        w, h = (target_short, new_long) if w <= h else (new_long, target_short)
+    top = int(round((h - height) / 2.0))
+    left = int(round((w - width) / 2.0))
+    return (w, h), (left, top, left + width, top + height)
 
 
 def shades_of_gray(pixels: np.ndarray, power: float) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from skin_demo.config import (
+    ATTENTION_OUTPUT,
     CONFIG_FILE,
     INPUT_NAME,
     MODEL_FILE,
@@ -170,10 +171,19 @@ class ModelPack:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """softmax(logits / temperature) [N, K], each row summing to 1, in label order."""
-        return softmax(self.logits(batch) / np.float32(self.config.temperature))
+        return self.calibrated(self.logits(batch))
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """softmax(logits / temperature) of this package's logits [N, K]."""
+        return softmax(np.asarray(logits, dtype=np.float32) / np.float32(self.config.temperature))
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the graph gives the class-activation map (ATTENTION_OUTPUT) besides the logits."""
+        return ATTENTION_OUTPUT in self._extra_outputs
 
     def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """`logits` and every extra output named in config.extra_outputs, by name."""
+        """`logits` and every further output named in config.outputs, by name."""
         names = [OUTPUT_NAME, *self._extra_outputs]
         values = self._session.run(names, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
         return dict(zip(names, values, strict=True))
@@ -309,9 +319,9 @@ def _check_signature(session: ort.InferenceSession, config: PackageConfig, model
             f"(one logit per label; {CONFIG_FILE} lists {k} labels)"
         )
     extra = [o.name for o in outputs[1:]]
-    if sorted(extra) != sorted(config.extra_outputs):
+    if sorted(extra) != sorted(config.outputs):
         raise PackageError(
-            f"{model_path}: extra outputs {extra} do not match extra_outputs {list(config.extra_outputs)} "
+            f"{model_path}: extra outputs {extra} do not match the outputs {sorted(config.outputs)} "
             f"in {CONFIG_FILE}; every output besides {OUTPUT_NAME!r} must be named there"
         )
 

@@ -121,6 +121,14 @@ def positive_probability(probabilities: dict[str, float], config: PackageConfig)
     return _clip(total)
 
 
+def answer_labels(flag: MalignancyFlag, scored_config: PackageConfig) -> tuple[str, ...]:
+    """The labels of the answer the malignancy call gave, in the package whose score it was made on (`scored_config`,
+    SCORE_TASKS[flag.score_from]): its malignant labels when flagged, the others when not. The page's "where the
+    model looked" shows the evidence for these."""
+    malignant = scored_config.malignant_labels
+    return malignant if flag.flagged else tuple(label for label in scored_config.labels if label not in malignant)
+
+
 def is_lesion_check(config: PackageConfig) -> bool:
     """Whether a package has the labels of a lesion check, in either form (see the module docstring)."""
     labels = set(config.labels)

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from skin_demo import postprocess
-from skin_demo.config import PackageConfig, PreprocessConfig
-from skin_demo.imaging import ImageSource, load_image, preprocess
+from skin_demo.attention import AttentionMap, attention_map
+from skin_demo.config import ATTENTION_OUTPUT, OUTPUT_NAME, PackageConfig, PreprocessConfig
+from skin_demo.imaging import ImageSource, load_image, preprocess, source_size
 from skin_demo.modelpack import ModelPack
 from skin_demo.postprocess import (
     DERMOSCOPY,
@@ -80,6 +82,8 @@ class Prediction:
     lesion_type_malignant_probability: the sum over the lesion-type model's malignant labels (a second
       opinion from the other model; the two are trained separately and need not agree).
     lesion_type_top: the top-k lesion types, most probable first.
+    attention: where the model looked (`skin_demo.attention`), for "malignancy" (the call's answer, in the package
+      whose score made it) and "lesion_type" (the top type); empty for packages without the attention output.
     timings_ms: decode, preprocess, inference and total, in milliseconds.
     """
 
@@ -92,6 +96,7 @@ class Prediction:
     lesion_type_top: tuple[RankedLabel, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
     image_domain: ImageDomain | None = None
+    attention: dict[str, AttentionMap] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (the API's answer, without model descriptions)."""
@@ -107,6 +112,7 @@ class Prediction:
                 {"label": r.label, "name": r.name, "probability": r.probability} for r in self.lesion_type_top
             ],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "attention": {shown: a.to_json() for shown, a in self.attention.items()} or None,
         }
 
 
@@ -153,7 +159,8 @@ class Predictor:
             if cfg not in tensors:
                 tensors[cfg] = preprocess(rgb, cfg)[np.newaxis]
         preprocessed = time.perf_counter()
-        probs = {pack.config.task: _by_label(pack, pack.probabilities(tensors[pack.config.preprocess])[0])
+        outputs = {pack.config.task: pack.outputs(tensors[pack.config.preprocess]) for pack in self.packs}
+        probs = {pack.config.task: _by_label(pack, pack.calibrated(outputs[pack.config.task][OUTPUT_NAME])[0])
                  for pack in self.packs}  # fmt: skip
         inferred = time.perf_counter()
 
@@ -167,7 +174,9 @@ class Predictor:
             domain = postprocess.image_domain(check_probs, check_config)
             decide_for = postprocess.decision_domain(domain)
         score = postprocess.malignancy_score(decide_for, mal_probs, mal_config, lesion_probs, type_config)
+        flag = postprocess.malignancy_flag(score, mal_config, decide_for)
         ranked = sorted(lesion_probs.items(), key=lambda item: -item[1])[: self.top_k]
+        attention = self._attention(flag, ranked[0][0], outputs, probs, rgb)
         timings = {
             "decode": 1000 * (decoded - start),
             "preprocess": 1000 * (preprocessed - decoded),
@@ -178,13 +187,30 @@ class Predictor:
             malignancy=mal_probs,
             lesion_type=lesion_probs,
             malignancy_probability=score,
-            malignancy_flag=postprocess.malignancy_flag(score, mal_config, decide_for),
+            malignancy_flag=flag,
             lesion_check=check,
             lesion_type_malignant_probability=postprocess.positive_probability(lesion_probs, type_config),
             lesion_type_top=tuple(RankedLabel(label, display_name(label), p) for label, p in ranked),
             timings_ms=timings,
             image_domain=domain,
+            attention=attention,
         )
+
+    def _attention(self, flag: MalignancyFlag, top_label: str, outputs: dict[str, dict[str, np.ndarray]],
+                   probs: dict[str, dict[str, float]], rgb: Image.Image) -> dict[str, AttentionMap]:
+        """Where the model looked, for the malignancy call (in the package its score came from) and the top lesion
+        type; a package without the attention output gives no map."""
+        scored = {pack.config.task: pack for pack in self.packs}[postprocess.SCORE_TASKS[flag.score_from]]
+        answers = {
+            "malignancy": (scored, postprocess.answer_labels(flag, scored.config)),
+            "lesion_type": (self.lesion_type, (top_label,)),
+        }
+        return {
+            shown: attention_map(outputs[pack.config.task][ATTENTION_OUTPUT][0],
+                                 np.array(list(probs[pack.config.task].values())), pack.config, answer,
+                                 rgb.size, source_size(rgb))
+            for shown, (pack, answer) in answers.items() if pack.has_attention
+        }  # fmt: skip
 
 
 def _by_label(pack: ModelPack, probabilities: np.ndarray) -> dict[str, float]:

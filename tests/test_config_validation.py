@@ -213,7 +213,7 @@ json_values = st.recursive(
     max_leaves=12,
 )
 FIELDS = [("format_version",), ("task",), ("labels",), ("malignant_labels",), ("architecture",), ("temperature",),
-          ("decision_threshold",), ("decision_thresholds",), ("decision_scores",), ("extra_outputs",), ("metrics",),
+          ("decision_threshold",), ("decision_thresholds",), ("decision_scores",), ("outputs",), ("extra_outputs",), ("metrics",),
           ("provenance",), ("preprocess",),
           ("preprocess", "size"), ("preprocess", "resize"), ("preprocess", "crop_pct"), ("preprocess", "interpolation"),
           ("preprocess", "mean"), ("preprocess", "std"), ("preprocess", "color_constancy"),

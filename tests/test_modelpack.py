@@ -47,6 +47,20 @@ def test_extra_outputs_named_in_config_are_allowed(tmp_path):
     assert pack.logits(random_batch(1)).shape == (1, 7)
 
 
+def test_packages_from_before_outputs_name_their_extra_outputs_in_a_list(tmp_path):
+    folder = make_package(tmp_path / "pkg", extra_outputs=("cam",), config_overrides={"extra_outputs": ["cam"]})
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    del config["outputs"]
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    model = onnx.load(str(folder / MODEL_FILE))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {ONNX_METADATA_KEY: json.dumps(config)})
+    onnx.save(model, str(folder / MODEL_FILE))
+    pack = ModelPack.load(folder)
+    assert pack.config.outputs == {"cam": ""}
+    assert set(pack.outputs(random_batch(1))) == {"logits", "cam"}
+
+
 def test_logits_refuses_a_batch_of_the_wrong_shape(tmp_path):
     pack = ModelPack.load(make_package(tmp_path / "pkg"))
     with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\]"):
@@ -105,7 +119,7 @@ BROKEN = {
     "K != len(labels)": ({"num_outputs": 5}, None, "model.onnx", "expected [N, 7]"),
     "first output not logits": ({"output_name": "scores"}, None, "model.onnx", "named 'logits'"),
     "undeclared extra output": (
-        {"extra_outputs": ("cam",), "config_overrides": {"extra_outputs": []}}, None, "model.onnx", "extra outputs"
+        {"extra_outputs": ("cam",), "config_overrides": {"outputs": {}}}, None, "model.onnx", "extra outputs"
     ),
     "truncated model.onnx": ({"truncate": 200}, None, "model.onnx", "truncated"),
     "model.onnx not ONNX": ({}, lambda f: (f / "model.onnx").write_bytes(b"\0" * 50), "model.onnx", "corrupt"),

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 120_000  # generous: CI's two cores are shared with everything else
 TOLERANCE = 1e-3
+TINY_MAP_TOLERANCE = 5e-3
 TASKS = ("malignancy", "lesion_type", "lesion_check")
 
 
@@ -135,7 +136,7 @@ def server_error(path: Path) -> str:
     return str(caught.value)
 
 
-def assert_same_result(on_device: dict, server: dict) -> None:
+def assert_same_result(on_device: dict, server: dict, attention_tolerance: float = TOLERANCE) -> None:
     """The page's answer has /predict's keys and, within TOLERANCE, its numbers and the same calls."""
     assert set(server) <= set(on_device), f"missing keys: {set(server) - set(on_device)}"
     for task in ("malignancy", "lesion_type"):
@@ -162,6 +163,23 @@ def assert_same_result(on_device: dict, server: dict) -> None:
     for mine, theirs in zip(on_device["lesion_type_top"], server["lesion_type_top"], strict=True):
         assert abs(mine["probability"] - theirs["probability"]) <= TOLERANCE
     assert on_device["disclaimer"] == server["disclaimer"]
+    assert_same_attention(on_device["attention"], server["attention"], attention_tolerance)
+
+
+def assert_same_attention(on_device: dict | None, server: dict | None, tolerance: float) -> None:
+    """The same maps, within TOLERANCE, for every answer both gave (a call on a tie may differ, and its map then)."""
+    assert (on_device is None) == (server is None)
+    if server is None:
+        return
+    assert set(on_device) == set(server)
+    for shown, expected in server.items():
+        mine = on_device[shown]
+        assert mine["task"] == expected["task"]
+        if mine["labels"] != expected["labels"]:
+            continue
+        assert np.asarray(mine["grid"]).shape == np.asarray(expected["grid"]).shape
+        assert np.abs(np.asarray(mine["grid"]) - np.asarray(expected["grid"])).max() <= tolerance, shown
+        assert np.abs(np.asarray(mine["box"]) - np.asarray(expected["box"])).max() <= TOLERANCE, shown
 
 
 def expected_words(app: App, result: dict) -> texts.FlagWords:
@@ -194,7 +212,10 @@ def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
     for path in images:
         server = tiny_app.predict(path)
         on_device = analyse(page, path)
-        assert_same_result(on_device, server)
+        # The tiny packages' map is a mean of raw pixels over 8x8 blocks; rescaled to [0, 1] over a nearly flat
+        # random picture it magnifies the browser's and Pillow's JPEG decoding differences (one level here and
+        # there) to about 1e-3. The bundled packages' maps are held to TOLERANCE (test_real_dermoscopy_images_...).
+        assert_same_result(on_device, server, attention_tolerance=TINY_MAP_TOLERANCE)
         assert on_device["image_domain"]["label"] == server["image_domain"]["label"]
         domains.append(server["image_domain"]["label"])
     assert domains[-3:] == ["dermoscopy", "clinical", "not_lesion"], "the colours must exercise every domain"
@@ -554,13 +575,17 @@ def test_real_dermoscopy_images_match_predict(browser, real_app, ham10000_dir, t
     largest = 0.0
     images = real_test_images(ham10000_dir) + clinical_test_images()  # dermoscopy, then ordinary photos
     domains = set()
+    largest_map = 0.0
     for path in images:
         on_device, server = analyse(page, path), real_app.predict(path)
         assert_same_result(on_device, server)
         largest = max(largest, largest_difference(on_device, server))
+        assert server["attention"] is not None, "the bundled classifiers give the attention map"
+        largest_map = max(largest_map, *(np.abs(np.subtract(on_device["attention"][s]["grid"], a["grid"])).max()
+                                         for s, a in server["attention"].items()))
         domains.add(server["image_domain"]["label"])
     print(f"largest probability difference page vs /predict over {len(images)} images: {largest:.2e}; "
-          f"image domains {sorted(domains)}")
+          f"largest attention-map difference {largest_map:.2e}; image domains {sorted(domains)}")
     # A phone-sized JPEG: the server decodes it at reduced scale (libjpeg), the page box-averages a full decode;
     # close, not within TOLERANCE (about 1e-2 at most, measured on ten such images).
     for path in real_test_images(ham10000_dir)[:2]:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from skin_demo.config import FORMAT_VERSION, ONNX_METADATA_KEY
+from skin_demo.config import ATTENTION_OUTPUT, FORMAT_VERSION, ONNX_METADATA_KEY
 from skin_demo.taxonomy import LESION_CODES, MALIGNANCY_LABELS, MALIGNANT_CODES
 
 OPSET = 17
@@ -150,7 +150,18 @@ def make_model(
         helper.make_node("Gemm", ["features", "W", "B"], [output_name]),
     ]
     outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", k])]
+    extra_weights = []
     for name in extra_outputs:
+        if name == ATTENTION_OUTPUT:
+            # A class-activation map as packages export it, [N, K, 4, 4]: the whole-image-mean part of each logit,
+            # per pixel (a 1x1 convolution with those weights), averaged over 4x4 blocks.
+            kernel = weights[:3].T.reshape(k, 3, 1, 1).astype(np.float32)
+            extra_weights.append(numpy_helper.from_array(kernel, "cam_kernel"))
+            nodes += [helper.make_node("Conv", [pooled_input, "cam_kernel"], ["cam_full"]),
+                      helper.make_node("AveragePool", ["cam_full"], [name], kernel_shape=[height // 4, width // 4],
+                                       strides=[height // 4, width // 4])]  # fmt: skip
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", k, 4, 4]))
+            continue
         nodes.append(helper.make_node("Identity", ["features"], [name]))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 6]))
     constants = {
@@ -168,6 +179,7 @@ def make_model(
             numpy_helper.from_array(weights, "W"),
             numpy_helper.from_array(bias, "B"),
             *(numpy_helper.from_array(v, name) for name, v in constants.items()),
+            *extra_weights,
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tests")
@@ -212,8 +224,8 @@ def make_package(
     if malignant_labels is None:
         malignant_labels = ("malignant",) if task == "malignancy" else tuple(c for c in labels if c in MALIGNANT_CODES)
     config = tiny_config(task, labels, malignant_labels, size, **(config_overrides or {}))
-    if "extra_outputs" in model_kwargs and "extra_outputs" not in config:
-        config["extra_outputs"] = list(model_kwargs["extra_outputs"])
+    if "extra_outputs" in model_kwargs and "outputs" not in config:
+        config["outputs"] = {name: "a test output" for name in model_kwargs["extra_outputs"]}
     model_bytes = make_model(config, **model_kwargs).SerializeToString()
     if truncate is not None:
         model_bytes = model_bytes[:truncate]

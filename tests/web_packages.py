@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from skin_demo.config import ATTENTION_OUTPUT
+
 from tests.tiny_packages import DOMAIN_CHECK_LABELS, make_package, per_domain_overrides
 
 LESION_CHECK_THRESHOLD = 0.5
@@ -46,12 +48,15 @@ def make_lesion_check_package(folder: Path | str, threshold: float = LESION_CHEC
 
 def make_three_packages(root: Path | str, *, domains: bool = True) -> Path:
     """A models/ folder with tiny malignancy, lesion_type and lesion_check packages; domains=False: the older
-    two-label check and a malignancy package with one threshold."""
+    two-label check, a malignancy package with one threshold, and no attention maps."""
     root = Path(root)
     malignancy = {"preprocess": preprocess_section("bicubic"), "decision_threshold": 0.3}
     if domains:
         malignancy.update(per_domain_overrides(0.3))
-    make_package(root / "malignancy", "malignancy", config_overrides=malignancy)
-    make_package(root / "lesion_type", "lesion_type", config_overrides={"preprocess": preprocess_section("bicubic")})
+    # The newer packages give the attention map, the older ones (domains=False) do not.
+    attention = {"extra_outputs": (ATTENTION_OUTPUT,)} if domains else {}
+    make_package(root / "malignancy", "malignancy", config_overrides=malignancy, **attention)
+    make_package(root / "lesion_type", "lesion_type", config_overrides={"preprocess": preprocess_section("bicubic")},
+                 **attention)
     make_lesion_check_package(root / "lesion_check", domains=domains)
     return root

@@ -1,5 +1,5 @@
-"""`python -m skin_demo.train <command>`: split, fit, sweep, compare, decide, evaluate, quantize, publish,
-lesion-check."""
+"""`python -m skin_demo.train <command>`: split, fit, sweep, compare, decide, evaluate, quantize,
+add-attention, compact, publish, lesion-check."""
 
 from __future__ import annotations
 
@@ -13,12 +13,24 @@ from skin_demo.train.split import grouped_stratified_split, write_split_csv
 
 
 def main(argv: list[str] | None = None) -> int:
-    from skin_demo.train import compare, decide, evaluate_cli, fit_cli, lesion_check, publish, quantize_cli, sweep
+    from skin_demo.train import (
+        attention_cli,
+        compact,
+        compare,
+        decide,
+        evaluate_cli,
+        fit_cli,
+        lesion_check,
+        publish,
+        quantize_cli,
+        sweep,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m skin_demo.train", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _register_split(subparsers)
-    for module in (fit_cli, sweep, compare, decide, evaluate_cli, quantize_cli, publish, lesion_check):
+    for module in (fit_cli, sweep, compare, decide, evaluate_cli, quantize_cli, attention_cli, compact, publish,
+                   lesion_check):
         module.register(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

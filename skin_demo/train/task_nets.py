@@ -9,27 +9,39 @@ from skin_demo.train.model import MultiTaskNet
 
 
 class SingleTaskNet(nn.Module):
-    """Backbone plus one head, returning that task's logits."""
+    """Backbone plus one head, returning that task's logits: the last feature map, pooled, then the linear head."""
 
     def __init__(self, net: MultiTaskNet, task: str):
         super().__init__()
         self.backbone = net.backbone
         self.head = net.heads[task]
 
+    def feature_map(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(image)
+
+    def classify(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_head(feature_map))
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(image))
+        return self.classify(self.feature_map(image))
 
 
 class FlipAveraged(nn.Module):
-    """Flip test-time augmentation inside the graph: the mean of the image's and its mirror image's logits, so
-    server and browser run it without knowing."""
+    """Flip test-time augmentation inside the graph, so server and browser run it without knowing: the image's
+    feature map averaged with its mirror image's (mirrored back), then pooled and classified once.
 
-    def __init__(self, inner: nn.Module):
+    Pooling and the head are linear, so the logits are the mean of the two images' logits; averaging before them
+    keeps one pooled classifier in the graph, which the class-activation map is computed from
+    (`attention_export`), and that map then lines up with the photo.
+    """
+
+    def __init__(self, inner: SingleTaskNet):
         super().__init__()
         self.inner = inner
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return (self.inner(image) + self.inner(torch.flip(image, dims=[3]))) / 2
+        mirrored = torch.flip(self.inner.feature_map(torch.flip(image, dims=[3])), dims=[3])
+        return self.inner.classify((self.inner.feature_map(image) + mirrored) / 2)
 
 
 class LogitAdjusted(nn.Module):

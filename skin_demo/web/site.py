@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from skin_demo import imaging, postprocess
-from skin_demo.config import FORMAT_VERSION, ONNX_METADATA_KEY, PackageConfig
+from skin_demo.attention import GRID_DECIMALS
+from skin_demo.config import ATTENTION_OUTPUT, FORMAT_VERSION, ONNX_METADATA_KEY, PackageConfig
 from skin_demo.modelpack import MODEL_FILE, ModelPack
 from skin_demo.predictor import TOP_K
 from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, display_name
@@ -169,6 +170,7 @@ def build_manifest(
         "default_score": postprocess.BINARY_HEAD,
         "score_tasks": dict(postprocess.SCORE_TASKS),
         "top_k": TOP_K,
+        "attention": {"output": ATTENTION_OUTPUT, "decimals": GRID_DECIMALS},
         "messages": {"not_an_image": _not_an_image_message(), **texts},
         "lesion_check_messages": dict(postprocess.LESION_CHECK_MESSAGES),
         "flag_words": all_flag_words(malignancy),

@@ -114,7 +114,8 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     config = dataclasses.replace(config, decision_threshold=head.threshold)
     net = LesionCheckNet(features, torch_head(head.layers)).eval()
     parity_items = val_items[:8] + val_items[-8:] + [i for i in items if i.subset == "val" and not i.lesion][:16]
-    proto, config = build_package(net, config, np.stack([preprocess(load_image(i.path), pre) for i in parity_items]))
+    proto, config = build_package(net, config, np.stack([preprocess(load_image(i.path), pre) for i in parity_items]),
+                                  attention=False)  # its head is an MLP over several stages' pooled features
 
     # The test numbers come from the exported file loaded as the app loads it, so it is written first to the
     # run folder; the package itself is written once, with those numbers in its config and card.

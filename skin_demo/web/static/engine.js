@@ -6,7 +6,7 @@
 // writes from its own constants.
 
 import { embeddedConfig } from "./onnx_config.js";
-import { preprocess, reduce, rgbOf, shorterSide } from "./preprocess.js";
+import { cropGeometry, preprocess, reduce, rgbOf, shorterSide } from "./preprocess.js";
 
 export const CACHE_NAME = "skin-demo-on-device-v1"; // sw.js uses the same name
 
@@ -268,6 +268,49 @@ async function pruneCache(manifest) {
   }
 }
 
+/** postprocess.answer_labels: the labels of the answer the malignancy call gave, in the package it was made on. */
+export function answerLabels(flag, scoredConfig) {
+  const malignant = scoredConfig.malignant_labels;
+  return flag.flagged ? [...malignant] : scoredConfig.labels.filter((label) => !malignant.includes(label));
+}
+
+const TINY = 2.2250738585072014e-308; // numpy's finfo(float64).tiny
+
+/** attention.evidence_map: rows of [0, 1] values, the evidence for `answer` in one image's cam {data, dims}. */
+export function evidenceMap(cam, probabilities, labels, answer, decimals) {
+  const [, k, h, w] = cam.dims;
+  const inAnswer = labels.map((label) => answer.includes(label));
+  const total = Math.max(
+    labels.reduce((sum, label, i) => sum + (inAnswer[i] ? probabilities[label] : 0), 0),
+    TINY,
+  );
+  const evidence = new Float64Array(h * w);
+  for (let c = 0; c < k; c++) {
+    if (!inAnswer[c]) continue;
+    const weight = probabilities[labels[c]] / total;
+    for (let i = 0; i < h * w; i++) evidence[i] += weight * cam.data[c * h * w + i];
+  }
+  const low = Math.min(...evidence);
+  const peak = Math.max(...evidence) - low;
+  const scale = 10 ** decimals;
+  const rows = [];
+  for (let y = 0; y < h; y++) {
+    const row = Array.from(evidence.subarray(y * w, (y + 1) * w), (v) => (peak > 0 ? (v - low) / peak : v - low));
+    rows.push(row.map((v) => Math.round(v * scale) / scale));
+  }
+  return rows;
+}
+
+/** attention.view_box: the square preprocess crops, in the pixels of the photo as uploaded. */
+export function viewBox(decodedSize, sourceSize, preprocessConfig) {
+  const {
+    resized: [w, h],
+    box: [left, top, right, bottom],
+  } = cropGeometry(decodedSize[0], decodedSize[1], preprocessConfig);
+  const [sx, sy] = [sourceSize[0] / w, sourceSize[1] / h];
+  return [left * sx, top * sy, right * sx, bottom * sy];
+}
+
 export class Engine {
   /** Fetch manifest.json next to the page; `threads` overrides the wasm thread count (benchmarks). */
   static async open(baseUrl, { threads } = {}) {
@@ -333,7 +376,10 @@ export class Engine {
     return preprocess(await this.decoded(input, draftSize), preprocessConfig);
   }
 
-  /** Decode and check an image as load_image does (with a draftSize, its JPEG draft); returns {rgb, width, height}. */
+  /**
+   * Decode and check an image as load_image does (with a draftSize, its JPEG draft); returns {rgb, width, height,
+   * sourceSize}, sourceSize being the upright photo's [width, height] before any draft (imaging.source_size).
+   */
   async decoded(input, draftSize) {
     const { limits, messages } = this.manifest;
     const blob = toBlob(input);
@@ -342,19 +388,46 @@ export class Engine {
     const format = await sniff(blob, this.manifest.formats);
     if (format === null) throw new ImageError(messages.not_an_image); // e.g. SVG, ICO, AVIF: the server's refusal
     const image = rgbOf(await decode(blob, limits, messages.not_an_image, format));
-    return draftSize && format === "JPEG" ? drafted(image, draftSize) : image;
+    const sourceSize = [image.width, image.height];
+    return { ...(draftSize && format === "JPEG" ? drafted(image, draftSize) : image), sourceSize };
   }
 
-  async probabilities(task, tensorsByConfig) {
+  /** One package on the image: {probabilities (by label), cam ({data, dims}, or null without that output)}. */
+  async run(task, tensorsByConfig) {
     const pack = this.packages[task];
     const cfg = pack.config.preprocess;
     const [h, w] = cfg.size;
     const input = new this.ort.Tensor("float32", tensorsByConfig.get(JSON.stringify(cfg)), [1, 3, h, w]);
-    const outputs = await pack.session.run({ image: input }, ["logits"]);
+    const camName = this.manifest.attention.output;
+    const names = pack.session.outputNames.includes(camName) ? ["logits", camName] : ["logits"];
+    const outputs = await pack.session.run({ image: input }, names);
     const probabilities = softmax(outputs.logits.data, pack.config.temperature ?? 1.0);
+    const cam = outputs[camName] ? { data: outputs[camName].data, dims: outputs[camName].dims } : null;
     input.dispose?.();
     outputs.logits.dispose?.();
-    return byLabel(pack.config.labels, probabilities);
+    return { probabilities: byLabel(pack.config.labels, probabilities), cam };
+  }
+
+  /** Predictor._attention: the maps for the malignancy call's answer and the top lesion type, by what they show. */
+  attention(flag, topLabel, runs, image) {
+    const m = this.manifest;
+    const scoredTask = m.score_tasks[flag.score_from];
+    const answers = {
+      malignancy: [scoredTask, answerLabels(flag, this.packages[scoredTask].config)],
+      lesion_type: ["lesion_type", [topLabel]],
+    };
+    const maps = {};
+    for (const [shown, [task, answer]] of Object.entries(answers)) {
+      const { config } = this.packages[task];
+      if (!runs[task].cam) continue;
+      maps[shown] = {
+        task,
+        labels: answer,
+        grid: evidenceMap(runs[task].cam, runs[task].probabilities, config.labels, answer, m.attention.decimals),
+        box: viewBox([image.width, image.height], image.sourceSize, config.preprocess),
+      };
+    }
+    return Object.keys(maps).length ? maps : null;
   }
 
   /** Analyse one image (a Blob/File or a data: URL); resolves to /predict's JSON, rejects with ImageError. */
@@ -369,14 +442,17 @@ export class Engine {
       if (!tensors.has(key)) tensors.set(key, preprocess(image, pack.config.preprocess));
     }
     const t2 = performance.now();
-    const malignancy = await this.probabilities("malignancy", tensors);
-    const lesionType = await this.probabilities("lesion_type", tensors);
+    const runs = {
+      malignancy: await this.run("malignancy", tensors),
+      lesion_type: await this.run("lesion_type", tensors),
+    };
+    const [malignancy, lesionType] = [runs.malignancy.probabilities, runs.lesion_type.probabilities];
     const t3 = performance.now();
     let lesionCheck = null;
     let imageDomain = null;
     let decideFor = m.domains[0]; // no lesion check: called as dermoscopy, the domain the models were validated on
     if (this.packages.lesion_check) {
-      const checkProbabilities = await this.probabilities("lesion_check", tensors);
+      const checkProbabilities = (await this.run("lesion_check", tensors)).probabilities;
       const { domain, check } = checkImage(m, checkProbabilities, this.packages.lesion_check.config);
       [lesionCheck, imageDomain, decideFor] = [check, domain, decisionDomain(m, domain)];
     }
@@ -416,6 +492,7 @@ export class Engine {
         lesion_check: t4 - t3,
         total: t4 - t0,
       },
+      attention: this.attention(flag, ranked[0][0], runs, image),
       disclaimer: m.messages.disclaimer,
       notices: m.notices,
       on_device: { threads: this.threads, cross_origin_isolated: self.crossOriginIsolated },

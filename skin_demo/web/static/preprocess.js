@@ -216,6 +216,18 @@ export function resizedSize(width, height, config) {
   return width <= height ? [targetShort, newLong] : [newLong, targetShort];
 }
 
+/**
+ * imaging.crop_geometry: the size preprocess resizes an image of width x height to, and the centred square it crops
+ * from that, [left, top, right, bottom].
+ */
+export function cropGeometry(width, height, config) {
+  const [w, h] = resizedSize(width, height, config);
+  const [size] = config.size;
+  const top = roundHalfEven((h - size) / 2);
+  const left = roundHalfEven((w - size) / 2);
+  return { resized: [w, h], box: [left, top, left + size, top + size] };
+}
+
 /** The RGB bytes of RGBA pixels (ImageData-like: {width, height, data}), as {rgb, width, height}. */
 export function rgbOf(image) {
   const rgb = new Uint8Array(image.width * image.height * 3);
@@ -237,7 +249,10 @@ export function preprocess(image, config) {
   if (height !== width) throw new Error(`only square model inputs are supported, config asks for ${height}x${width}`);
   if (config.resize !== "shorter_side_then_center_crop") throw new Error(`unknown resize mode ${config.resize}`);
   const rgb = image.rgb;
-  const [w, h] = resizedSize(image.width, image.height, config);
+  const {
+    resized: [w, h],
+    box: [left, top],
+  } = cropGeometry(image.width, image.height, config);
   let pixels = rgb;
   if (w !== image.width || h !== image.height) {
     if (config.interpolation === "nearest") {
@@ -248,8 +263,6 @@ export function preprocess(image, config) {
       throw new Error(`unknown interpolation ${config.interpolation}`);
     }
   }
-  const top = roundHalfEven((h - height) / 2);
-  const left = roundHalfEven((w - width) / 2);
   // numpy's float32 arithmetic, step by step: u8 / 255, the colour constancy gain, then - mean, then / std, each
   // rounded to float32.
   const f = Math.fround;
