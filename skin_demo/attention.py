@@ -22,6 +22,9 @@ from skin_demo.config import PackageConfig, PreprocessConfig
 from skin_demo.imaging import crop_geometry
 
 GRID_DECIMALS = 4  # enough for a picture, small enough for the JSON
+# How the pages draw a map over the photo: this colour, more opaque where the evidence is stronger.
+OVERLAY_COLOUR = (215, 48, 39)
+OVERLAY_MAX_ALPHA = 0.75
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,13 @@ def attention_map(cam: np.ndarray, probabilities: np.ndarray, config: PackageCon
     grid = np.round(evidence_map(cam, probabilities, config.labels, answer), GRID_DECIMALS)
     return AttentionMap(task=config.task, labels=tuple(answer), grid=tuple(tuple(map(float, row)) for row in grid),
                         box=view_box(decoded_size, source_size, config.preprocess))
+
+
+def overlay_rgba(grid: Sequence[Sequence[float]]) -> np.ndarray:
+    """uint8 [h, w, 4]: the map as the pages draw it (OVERLAY_COLOUR, alpha up to OVERLAY_MAX_ALPHA); the browser
+    stretches it smoothly over the box. static/app.js draws the on-device page's from the same two constants."""
+    values = np.asarray(grid, dtype=np.float64)
+    rgba = np.empty((*values.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = OVERLAY_COLOUR
+    rgba[..., 3] = np.round(255 * OVERLAY_MAX_ALPHA * np.clip(values, 0, 1))
+    return rgba

@@ -26,7 +26,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle, Wedge  # noqa: E402
 
 from skin_demo.predictor import Prediction  # noqa: E402
-from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour  # noqa: E402
+from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, short_name  # noqa: E402
+from skin_demo.texts import percentage  # noqa: E402
 
 # Geometry in inches (1 in = 100 px in the SVG): the size each chart gets in the page's two-column layout;
 # on a phone the browser scales the SVG down.
@@ -80,25 +81,28 @@ def malignancy_donut(prediction: Prediction) -> Figure:
     """Donut of malignant vs benign with the malignancy probability in the centre."""
     return donut(
         malignancy_slices(prediction),
-        centre=f"{prediction.malignancy_probability:.0%}",
+        centre=percentage(prediction.malignancy_probability),
         caption="malignant",
         title="Malignant vs benign",
     )
 
 
 def lesion_type_donut(prediction: Prediction) -> Figure:
-    """Donut of the top lesion types (full names) and "other"; the most probable type's share in the centre."""
+    """Donut of the top lesion types (full names) and "other"; the most probable type's share and short name in the
+    centre."""
     best = prediction.lesion_type_top[0] if prediction.lesion_type_top else None
     return donut(
         lesion_type_slices(prediction),
-        centre=f"{best.probability:.0%}" if best else "",
-        caption=best.label if best else "",
+        centre=percentage(best.probability) if best else "",
+        caption=short_name(best.label) if best else "",
         title="Most similar lesion types",
     )
 
 
 def donut(slices: list[Slice], *, centre: str, caption: str, title: str) -> Figure:
-    """A donut with one wedge per slice (clockwise from 12 o'clock), a centre text and a legend below.
+    """A donut with one wedge per slice (clockwise from 12 o'clock), a centre text and a legend below. The legend
+    names the slices without their numbers: the page shows each number once (the centre's), the rest are in "All
+    numbers" and the image's alt text.
 
     Each wedge carries its slice's label (`wedge.get_label()`) for tests and tools that inspect the figure.
     """
@@ -123,7 +127,7 @@ def donut(slices: list[Slice], *, centre: str, caption: str, title: str) -> Figu
         swatch = Rectangle((LEGEND_LEFT, baseline - 0.01), 0.13, 0.13, transform=inches, facecolor=s.colour)
         figure.patches.append(swatch)
         figure.text(
-            (LEGEND_LEFT + 0.2) / WIDTH, baseline / HEIGHT, f"{s.probability:6.1%}  {s.label}",
+            (LEGEND_LEFT + 0.2) / WIDTH, baseline / HEIGHT, s.label,
             fontsize=9.5, color=TEXT_COLOUR,
         )  # fmt: skip
     return figure

@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import re
 from typing import Any
 
+from PIL import Image
+
+from skin_demo.attention import AttentionMap, overlay_rgba
 from skin_demo.config import PackageConfig
 from skin_demo.examples import HAM10000_CITATION, Example
+from skin_demo.imaging import source_size
 from skin_demo.modelpack import Models
 from skin_demo.predictor import Prediction
 from skin_demo.taxonomy import DESCRIPTIONS, SOURCE_NAMES, display_name
 from skin_demo.texts import FlagWords
 
 ON_DEVICE_PATH = "/on-device/"
+THUMBNAIL_PX = 320  # longest side of the photo sent back to the page (drawn at about half that)
+MAP_SWITCHES = {"malignancy": "malignancy answer", "lesion_type": "lesion type"}
+MAP_CAPTION = "Shaded: where the model's evidence for its answer came from. Not a diagnosis, not the lesion's border."
 CSS = """
 .gradio-container {max-width: 1180px !important;}
 #title h1 {font-size: 1.35rem; margin: 0;}
@@ -30,33 +38,93 @@ CSS = """
 #headline h2 {margin: 0; font-size: 1.25rem;}
 #headline .flagged {color: #8a3b00;}
 #headline .domain {margin: 0; font-size: 0.85rem; text-transform: uppercase; letter-spacing: 0.04em; color: #555;}
+#headline .card {display: flex; gap: 12px; align-items: flex-start;}
+#headline .verdict {flex: 1 1 auto; min-width: 0;}
+#headline .threshold {margin: 4px 0 0;}
+#headline .photo {margin: 0; flex: 0 0 auto; width: 160px;}
+#headline .frame {position: relative; line-height: 0;}
+#headline .frame img {width: 100%; height: auto; display: block;}
+#headline .frame .map {position: absolute; display: none; image-rendering: auto;}
+#headline .frame .map.cropped {outline: 2px dashed #ffffff; box-shadow: 0 0 0 1px #333333;}
+#headline .switch {position: absolute; opacity: 0; pointer-events: none;}
+#map-malignancy:checked ~ .frame .map-malignancy, #map-lesion_type:checked ~ .frame .map-lesion_type {display: block;}
+#headline figcaption {font-size: 0.8rem; line-height: 1.3; margin-top: 4px;}
+#headline .switches label {display: inline-block; padding: 2px 6px; margin: 2px 2px 0 0; border: 1px solid #bbbbbb;
+  border-radius: 12px; cursor: pointer;}
+#map-off:checked ~ figcaption label[for=map-off], #map-malignancy:checked ~ figcaption label[for=map-malignancy],
+#map-lesion_type:checked ~ figcaption label[for=map-lesion_type] {background: #4E79A7; color: #ffffff;
+  border-color: #4E79A7;}
+#headline .map-caption {display: none; margin-top: 4px; color: #444444;}
+#map-malignancy:checked ~ figcaption .map-caption, #map-lesion_type:checked ~ figcaption .map-caption {display: block;}
 #caveat p {border-left: 6px solid #F28E2B; background: #FFF4E5; color: #3d2a00; padding: 6px 12px; margin: 0;
   border-radius: 6px;}
 #message {border-left: 6px solid #4E79A7; background: #EEF3F9; padding: 8px 12px; border-radius: 6px;}
-#charts-row {flex-wrap: wrap;}
-#charts-row > * {min-width: 240px; flex: 1 1 240px;}  /* side by side on wide screens, stacked on phones */
+#charts-row {flex-wrap: nowrap; gap: 8px;}
+#charts-row > * {min-width: 0 !important; flex: 1 1 0;}  /* side by side, on phones too: one glance */
 .donut img {width: 100%; max-width: 400px; height: auto; display: block; margin: 0 auto;}
 .donut figure {margin: 0;}
 #analyse-row button {min-height: 48px;}  /* comfortable touch targets */
 #examples .caption-label {white-space: normal; overflow: visible; text-overflow: clip;}
 @media (max-width: 640px) {
   .gradio-container {padding-left: 6px !important; padding-right: 6px !important;}
+  #headline .photo {width: 112px;}
+  #headline h2 {font-size: 1.1rem;}
   #examples .grid-container {grid-template-columns: repeat(2, minmax(0, 1fr)) !important;}
 }
 """
 _MARKDOWN_PUNCTUATION = re.compile(r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]""")
 
 
-def headline_html(prediction: Prediction, words: FlagWords) -> str:
+def headline_html(prediction: Prediction, words: FlagWords, photo: Image.Image | None = None) -> str:
+    """The result card: the photo (with "where the model looked"), the image domain, the verdict and what the
+    threshold means. The malignancy percentage is not here: the donut's centre shows it, once."""
     flag = prediction.malignancy_flag
     domain = domain_name(prediction)
-    score_name = words.score_name[0].upper() + words.score_name[1:]
-    return (
+    verdict = (
         (f'<p class="domain">{html.escape(domain)}</p>' if domain else "")
         + f'<h2 class="{"flagged" if flag.flagged else "not-flagged"}">{html.escape(words.headline)}</h2>'
-        f"<p>{html.escape(score_name)} gives {prediction.malignancy_probability:.1%}; it raises an alert from "
-        f"{flag.threshold:.1%}. Not a diagnosis.</p>"
+        f'<p class="threshold">{html.escape(words.threshold_line)} Not a diagnosis.</p>'
     )
+    figure = photo_html(photo, prediction.attention) if photo is not None else ""
+    return f'<div class="card">{figure}<div class="verdict">{verdict}</div></div>'
+
+
+def photo_html(photo: Image.Image, attention: dict[str, AttentionMap]) -> str:
+    """The analysed photo as a thumbnail and, where the packages give maps, a switch that lays "where the model
+    looked" over it: only over the square the model saw, outlined when that is not the whole photo. CSS only (a
+    radio button per map), so switching needs no request."""
+    thumbnail = f'<img src="{_data_url(_thumbnail(photo), "JPEG")}" alt="The analysed photo">'
+    if not attention:
+        return f'<figure class="photo"><div class="frame">{thumbnail}</div></figure>'
+    width, height = source_size(photo)
+    switches = [("off", "off"), *((shown, MAP_SWITCHES.get(shown, shown)) for shown in attention)]
+    radios = "".join(f'<input type="radio" class="switch" name="map" id="map-{key}"{" checked" * (key == "off")}>'
+                     for key, _ in switches)  # fmt: skip
+    layers = []
+    for shown, attention_map in attention.items():
+        left, top, right, bottom = attention_map.box
+        place = (f"left:{100 * left / width:.2f}%;top:{100 * top / height:.2f}%;"
+                 f"width:{100 * (right - left) / width:.2f}%;height:{100 * (bottom - top) / height:.2f}%")  # fmt: skip
+        cropped = " cropped" if right - left < width - 1 or bottom - top < height - 1 else ""
+        overlay = _data_url(Image.fromarray(overlay_rgba(attention_map.grid), "RGBA"), "PNG")
+        layers.append(f'<img class="map map-{shown}{cropped}" src="{overlay}" style="{place}" alt="">')
+    labels = "".join(f'<label for="map-{key}">{html.escape(name)}</label>' for key, name in switches)
+    return (f'<figure class="photo">{radios}<div class="frame">{thumbnail}{"".join(layers)}</div>'
+            f'<figcaption><span class="switches">Where the model looked: {labels}</span>'
+            f'<span class="map-caption">{html.escape(MAP_CAPTION)}</span></figcaption></figure>')
+
+
+def _thumbnail(photo: Image.Image) -> Image.Image:
+    thumbnail = photo.copy()
+    thumbnail.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.BILINEAR)
+    return thumbnail
+
+
+def _data_url(image: Image.Image, kind: str) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind, **({"quality": 85} if kind == "JPEG" else {}))
+    mime = {"JPEG": "image/jpeg", "PNG": "image/png"}[kind]
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
 def domain_name(prediction: Prediction) -> str:
@@ -68,17 +136,6 @@ def svg_figure(svg: str, alt: str) -> str:
     data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     alt = html.escape(alt, quote=True)
     return f'<figure><img src="data:image/svg+xml;base64,{data}" alt="{alt}"/></figure>'
-
-
-def summary_html(prediction: Prediction, words: FlagWords) -> str:
-    """The one text version of the numbers (for screen readers and copying)."""
-    top = "; ".join(f"{html.escape(r.name)} {r.probability:.0%}" for r in prediction.lesion_type_top)
-    domain = domain_name(prediction)
-    return (
-        f"<p><strong>{html.escape(words.headline)}</strong>{f' ({html.escape(domain)})' if domain else ''}: "
-        f"malignant {prediction.malignancy_probability:.1%} (alert from {prediction.malignancy_flag.threshold:.1%}). "
-        f"Most similar lesion types: {top}. Research demo, not a diagnosis.</p>"
-    )
 
 
 def markdown_text(text: str) -> str:

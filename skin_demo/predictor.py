@@ -149,6 +149,10 @@ class Predictor:
 
         Raises imaging.ImageError for input that is not a usable image.
         """
+        return self.predict_with_image(image)[0]
+
+    def predict_with_image(self, image: ImageSource) -> tuple[Prediction, Image.Image]:
+        """`predict`, and the decoded upright image it analysed (for the page's thumbnail; nothing keeps it)."""
         start = time.perf_counter()
         rgb = load_image(image, draft_size=self._draft_size)
         decoded = time.perf_counter()
@@ -194,7 +198,7 @@ class Predictor:
             timings_ms=timings,
             image_domain=domain,
             attention=attention,
-        )
+        ), rgb
 
     def _attention(self, flag: MalignancyFlag, top_label: str, outputs: dict[str, dict[str, np.ndarray]],
                    probs: dict[str, dict[str, float]], rgb: Image.Image) -> dict[str, AttentionMap]:

@@ -16,14 +16,15 @@ MALIGNANCY_LABELS = ("benign", "malignant")
 # itself.
 SOURCE_NAMES = {"ham10000": "HAM10000", "isic2017": "ISIC 2017", "clinical": "clinical photos"}
 
+# What a layperson reads first, then the medical term.
 DISPLAY_NAMES = {
-    "akiec": "Actinic keratosis / intraepithelial carcinoma",
-    "bcc": "Basal cell carcinoma",
-    "bkl": "Benign keratosis-like lesion",
-    "df": "Dermatofibroma",
-    "mel": "Melanoma",
-    "nv": "Melanocytic nevus",
-    "vasc": "Vascular lesion",
+    "akiec": "Sun-damage patch (actinic keratosis or Bowen's disease)",
+    "bcc": "Basal cell carcinoma (a skin cancer)",
+    "bkl": "Benign keratosis (such as an age spot)",
+    "df": "Dermatofibroma (a harmless firm bump)",
+    "mel": "Melanoma (a skin cancer)",
+    "nv": "Mole (melanocytic nevus)",
+    "vasc": "Blood-vessel spot (vascular lesion)",
     "benign": "Benign",
     "malignant": "Malignant",
     # the lesion check's labels: the image domains, and the older two-label check's positive label
@@ -31,6 +32,17 @@ DISPLAY_NAMES = {
     "clinical": "Ordinary photo",
     "not_lesion": "Not a skin-lesion close-up",
     "lesion": "Skin-lesion close-up",
+}
+
+# A few words, where space is short (the centre of a chart).
+SHORT_NAMES = {
+    "akiec": "sun-damage patch",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "mole",
+    "vasc": "blood-vessel spot",
 }
 
 DESCRIPTIONS = {
@@ -58,14 +70,14 @@ LESION_COLOURS = {
 
 
 def display_name(code: str) -> str:
-    """A lesion type's full name with its code, e.g. "Melanocytic nevus (nv)"; any other known label by its name
-    ("Malignant", "Ordinary photo"); an unknown code as itself."""
-    name = DISPLAY_NAMES.get(code)
-    if name is None:
-        return code
-    if code not in LESION_CODES:
-        return name
-    return f"{name} ({code})"
+    """A label as pages show it: a lesion type in plain words, then its medical name ("Mole (melanocytic nevus)");
+    any other known label by its name ("Malignant", "Ordinary photo"); an unknown code as itself."""
+    return DISPLAY_NAMES.get(code, code)
+
+
+def short_name(code: str) -> str:
+    """A lesion type in a few words ("mole"); any other label as display_name gives it."""
+    return SHORT_NAMES.get(code, display_name(code))
 
 
 def colour(code: str) -> str:

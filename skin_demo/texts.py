@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from skin_demo.config import DOMAINS, PackageConfig
-from skin_demo.postprocess import CLINICAL, LESION_TYPE_SUM, score_from
+from skin_demo.postprocess import CLINICAL, LESION_TYPE_SUM, domain_threshold, score_from
 from skin_demo.taxonomy import display_name
 
 DISCLAIMER_SHORT = "Research demo, not a diagnosis. If a spot on your skin worries you, see a doctor."
@@ -26,10 +26,15 @@ FLAGGED = "Above the model's alert threshold"
 NOT_FLAGGED = "Below the model's alert threshold"
 CLINICAL_NOT_FLAGGED = "Below the model's alert threshold, but a photo cannot rule anything out"
 CLINICAL_HARDER = "Ordinary photos are much harder for the model than dermoscopy images."
-CLINICAL_MEASURED = (
-    "In tests on such photos it caught {caught} of 10 cancers and raised false alarms on {alarms} of 10 harmless spots."
-)
 CLINICAL_UNVALIDATED = "It was not validated on ordinary photos, so its answer may mean little."
+# What the threshold means, in the words of the tests behind it (the one place a page shows the threshold).
+THRESHOLD_LINE = "The model raises an alert from {threshold} malignant."
+MEASURED = (
+    "At that level, in tests on {photos} it never saw, it caught {caught} of 10 cancers and raised false alarms on "
+    "{alarms} of 10 harmless spots."
+)
+NOT_MEASURED = "It has no test figures for {photos}."
+PHOTOS = {"dermoscopy": "dermoscopy images", CLINICAL: "ordinary photos"}
 CLINICAL_SEE_A_DOCTOR = {
     True: "Show this spot to a doctor.",
     False: "If a spot worries you, changes or bleeds, see a doctor.",
@@ -46,12 +51,14 @@ class FlagWords:
 
     domain_name: the image domain as shown ("Dermoscopy image", "Ordinary photo").
     headline: above or below the alert threshold (never reassurance).
+    threshold_line: the threshold and what it caught and missed in tests on this domain's photos, in plain words.
     caveat: the domain's plain warning, shown above the charts; empty for dermoscopy.
     score_name: who gave the number the call was made on, e.g. "the malignancy model".
     """
 
     domain_name: str
     headline: str
+    threshold_line: str
     caveat: str
     score_name: str
 
@@ -62,12 +69,23 @@ class FlagWords:
 def flag_words(flagged: bool, domain: str, malignancy_config: PackageConfig) -> FlagWords:
     """The words for a malignancy call in `domain` (postprocess.MalignancyFlag's `flagged` and `domain`)."""
     score_name = SCORE_NAMES[score_from(malignancy_config, domain)]
-    if domain != CLINICAL:
-        return FlagWords(display_name(domain), FLAGGED if flagged else NOT_FLAGGED, "", score_name)
     figures = _measured(malignancy_config.metrics, domain)
-    measured = CLINICAL_UNVALIDATED if figures is None else CLINICAL_MEASURED.format(**figures)
-    caveat = " ".join((CLINICAL_HARDER, measured, CLINICAL_SEE_A_DOCTOR[flagged]))
-    return FlagWords(display_name(domain), FLAGGED if flagged else CLINICAL_NOT_FLAGGED, caveat, score_name)
+    photos = PHOTOS.get(domain, display_name(domain))
+    threshold_line = " ".join((
+        THRESHOLD_LINE.format(threshold=percentage(domain_threshold(malignancy_config, domain))),
+        NOT_MEASURED.format(photos=photos) if figures is None else MEASURED.format(photos=photos, **figures),
+    ))
+    if domain != CLINICAL:
+        return FlagWords(display_name(domain), FLAGGED if flagged else NOT_FLAGGED, threshold_line, "", score_name)
+    caveat = " ".join((CLINICAL_HARDER, *([CLINICAL_UNVALIDATED] if figures is None else []),
+                       CLINICAL_SEE_A_DOCTOR[flagged]))  # fmt: skip
+    return FlagWords(display_name(domain), FLAGGED if flagged else CLINICAL_NOT_FLAGGED, threshold_line, caveat,
+                     score_name)  # fmt: skip
+
+
+def percentage(p: float) -> str:
+    """A probability as pages show it: two significant digits ("7.8 %", "0.13 %", "18 %")."""
+    return f"{float(f'{100 * p:.2g}'):g} %"
 
 
 def all_flag_words(malignancy_config: PackageConfig) -> dict[str, dict[str, dict[str, str]]]:

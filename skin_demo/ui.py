@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 from gradio.route_utils import API_PREFIX
+from PIL import Image
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
@@ -112,6 +113,7 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
                 object_fit="cover",
                 allow_preview=False,
                 interactive=False,
+                buttons=[],  # no download or share buttons over the examples
                 elem_id="examples",
             )
             example_copies = [item["image"]["path"] for item in gallery.value]
@@ -120,6 +122,7 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
             gr.Markdown(page.classes_markdown(models["lesion_type"].config))
         with gr.Accordion("About the models", open=False):
             gr.Markdown(page.models_markdown(models), elem_id="models")
+            view.status.render()
         with gr.Accordion("Privacy and API", open=False):
             gr.HTML(page.privacy_api_html(), js_on_load=PAGE_URL_JS, elem_id="privacy-api")
 
@@ -134,15 +137,15 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
             if not uploads.claim(path, request.session_hash):
                 return say(f"**Cannot analyse this photo:** {PAGE_GONE}.")
             try:
-                return show(_predict(predictor, path))
-            except ImageError as exc:
-                return say(f"**Cannot analyse this file:** {html.escape(str(exc))}.")
+                return show(*_predict(predictor, path))
+            except ImageError as exc:  # the preview goes too: a refused file is often not an image at all
+                return {image: None, **say(f"**Cannot analyse this file:** {html.escape(str(exc))}.")}
 
         def analyse_example(index: int) -> dict[Any, Any]:
             if not 0 <= index < len(examples):
                 return say(f"**Cannot analyse this example:** {NO_EXAMPLE}.")
             try:
-                return show(_predict(predictor, examples[index].path))
+                return show(*_predict(predictor, examples[index].path))
             except ImageError as exc:
                 return say(f"**Cannot analyse this example:** {html.escape(str(exc))}.")
 
@@ -152,7 +155,7 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
             if not uploads.take(path, request.session_hash):
                 raise gr.Error(guard.REFUSED_FILE, title="Cannot analyse this request", print_exception=False)
             try:
-                prediction = _predict(predictor, path)
+                prediction, _ = _predict(predictor, path)
             except ImageError as exc:
                 raise gr.Error(str(exc), title="Cannot analyse this file", print_exception=False) from None
             finally:
@@ -165,7 +168,7 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
         # The page's events stay out of the API (api_visibility="private"). They take gr.Image's validated file
         # object as it is (preprocess=False): imaging.load_image, not gr.Image's own Pillow pass, is the one
         # decoding gate (size, memory and time limits, our error messages).
-        page_event = dict(inputs=[image], outputs=result, preprocess=False, api_visibility="private")
+        page_event = dict(inputs=[image], outputs=[image, *result], preprocess=False, api_visibility="private")
         image.upload(analyse_upload, **page_event).then(None, js=SCROLL_TO_RESULT)
         analyse_btn.click(analyse_upload, **page_event).then(None, js=SCROLL_TO_RESULT)
         image.clear(lambda: say(""), None, result, api_visibility="private", queue=False)
@@ -241,10 +244,11 @@ def launch(demo: gr.Blocks, models: Models, **overrides: Any):
     return result
 
 
-def _predict(predictor: Predictor, path: str | Path) -> Prediction:
-    """predictor.predict, with unexpected failures logged without their message (it may quote a file name)."""
+def _predict(predictor: Predictor, path: str | Path) -> tuple[Prediction, Image.Image]:
+    """predictor.predict_with_image, with unexpected failures logged without their message (it may quote a file
+    name)."""
     try:
-        return predictor.predict(path)
+        return predictor.predict_with_image(path)
     except ImageError:
         raise
     except Exception as exc:
@@ -273,11 +277,10 @@ class _ResultView:
     caveat: gr.HTML  # the image domain's plain warning, above the donuts (ordinary photos)
     malignancy_chart: gr.HTML
     lesion_type_chart: gr.HTML
-    summary: gr.HTML
     per_class: gr.Markdown
     result_json: gr.JSON
     show_anyway: gr.Button
-    status: gr.Markdown
+    status: gr.Markdown  # the time taken: a developer figure, rendered under "About the models"
 
     @classmethod
     def build(cls, models: Models) -> _ResultView:
@@ -289,14 +292,13 @@ class _ResultView:
             with gr.Row(elem_id="charts-row"):
                 malignancy_chart = gr.HTML("", elem_id="malignancy-chart", elem_classes=["donut"])
                 lesion_type_chart = gr.HTML("", elem_id="lesion-type-chart", elem_classes=["donut"])
-            summary = gr.HTML("", elem_id="summary")
             with gr.Accordion("All numbers", open=False, elem_id="all-numbers"):
                 per_class = gr.Markdown("", elem_id="per-class")
                 result_json = gr.JSON(label="As the API returns them", elem_id="result-json")
         show_anyway = gr.Button("Show the numbers anyway", size="sm", visible=False, elem_id="show-anyway")
-        status = gr.Markdown("", elem_id="status")
-        return cls(models, message, headline, numbers, caveat, malignancy_chart, lesion_type_chart, summary,
-                   per_class, result_json, show_anyway, status)  # fmt: skip
+        status = gr.Markdown("", elem_id="status", render=False)
+        return cls(models, message, headline, numbers, caveat, malignancy_chart, lesion_type_chart, per_class,
+                   result_json, show_anyway, status)  # fmt: skip
 
     @property
     def components(self) -> list[Any]:
@@ -306,17 +308,18 @@ class _ResultView:
         """Only a message (or nothing): no numbers."""
         return {self.message: gr.Markdown(text, visible=bool(text)), self.headline: "",
                 self.numbers: gr.Column(visible=False), self.caveat: "",
-                self.malignancy_chart: "", self.lesion_type_chart: "", self.summary: "", self.per_class: "",
+                self.malignancy_chart: "", self.lesion_type_chart: "", self.per_class: "",
                 self.result_json: None, self.show_anyway: gr.Button(visible=False), self.status: ""}  # fmt: skip
 
     def reveal(self) -> dict[Any, Any]:
         """"Show the numbers anyway" after a failed lesion check."""
         return {self.numbers: gr.Column(visible=True), self.show_anyway: gr.Button(visible=False)}
 
-    def show(self, prediction: Prediction) -> dict[Any, Any]:
-        """The image domain and headline, the domain's caveat above the donuts, one text version, the numbers behind
-        a disclosure. When the lesion check fails, its message replaces the result and the numbers stay one tap
-        away."""
+    def show(self, prediction: Prediction, photo: Image.Image) -> dict[Any, Any]:
+        """One card: the photo (with "where the model looked"), the image domain, the verdict and what the threshold
+        means; the domain's caveat above the donuts, whose centres carry the one number each; every number behind a
+        disclosure, the charts' text version in their alt text. When the lesion check fails, its message replaces
+        the result and the numbers stay one tap away."""
         rendered = charts.render(prediction)
         timings = dict(prediction.timings_ms, charts=rendered.ms)
         timings["total"] = prediction.timings_ms["total"] + rendered.ms
@@ -328,14 +331,13 @@ class _ResultView:
         words = flag_words(flag.flagged, flag.domain, self.models["malignancy"].config)
         return {
             self.message: gr.Markdown("" if passed else f"**{html.escape(check.message)}**", visible=not passed),
-            self.headline: page.headline_html(prediction, words) if passed else "",
+            self.headline: page.headline_html(prediction, words, photo) if passed else "",
             self.numbers: gr.Column(visible=passed),
             self.caveat: f"<p>{html.escape(words.caveat)}</p>" if words.caveat else "",
             self.malignancy_chart: page.svg_figure(rendered.malignancy_svg, f"Malignancy chart: {mal_alt}"),
             self.lesion_type_chart: page.svg_figure(rendered.lesion_type_svg, f"Lesion-type chart: {type_alt}"),
-            self.summary: page.summary_html(prediction, words),
             self.per_class: page.per_class_markdown(prediction),
             self.result_json: _result_json(prediction, self.models),
             self.show_anyway: gr.Button(visible=not passed),
-            self.status: f"Analysed in {timings['total']:.0f} ms.",
+            self.status: f"Last photo analysed in {timings['total']:.0f} ms on this server.",
         }

@@ -167,7 +167,7 @@ def test_page_shows_the_warning_the_models_and_only_the_predict_endpoint(served)
     app, client = served
     text = json.dumps(page_config(app.url))
     assert "Research demo, not a diagnosis" in text and "see a doctor" in text
-    assert "What the lesion types mean" in text and "Melanocytic nevus (nv)" in text
+    assert "What the lesion types mean" in text and "Mole (melanocytic nevus)" in text
     assert "Whether the photo is a skin-lesion close-up at all" in text and "balanced accuracy 0.500" in text
     assert "Analyse on this device: your photo is not uploaded" in text and 'href=\\"/on-device/\\"' in text
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
@@ -184,10 +184,10 @@ def test_examples_gallery_reads_the_manifest_and_hides_when_empty(tmp_path, monk
     assert not [b for b in empty.blocks.values() if isinstance(b, gr.Gallery)]
 
     files.jpeg(examples / "ex1.jpg", 64, 48)
-    (examples / "manifest.csv").write_text("file,dx,label,source,licence\nex1.jpg,mel,Melanoma (mel),generated,CC0\n")
+    (examples / "manifest.csv").write_text("file,dx,label,source,licence\nex1.jpg,mel,Melanoma (a skin cancer),generated,CC0\n")
     demo = build_app(Settings(examples_dir=examples), models=models)
     (gallery,) = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
-    assert [item["caption"] for item in gallery.value] == ["True label: Melanoma (mel)"]
+    assert [item["caption"] for item in gallery.value] == ["True label: Melanoma (a skin cancer)"]
     (intro,) = [b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "## Examples" in str(b.value)]
     assert "generated · CC0" in intro.value  # each image's source and licence, below the gallery's intro
 
@@ -238,20 +238,21 @@ def test_models_list_reads_per_source_test_results():
 
 
 def test_the_result_names_the_domain_and_says_the_ordinary_photo_caveat(tmp_path):
-    """The page's words for a call (ui's headline, summary and table) on a real prediction of an ordinary photo."""
+    """The page's words for a call (ui's result card and table) on a real prediction of an ordinary photo."""
     models = load_models(Settings(models_dir=make_models_dir(tmp_path / "models", malignancy_threshold=0.3,
                                                              domains=True), threads=1))  # fmt: skip
-    prediction = Predictor.from_models(models).predict(
+    prediction, photo = Predictor.from_models(models).predict_with_image(
         files.save(files.Image.new("RGB", (90, 60), GREEN), tmp_path / "phone.png")
     )
     flag = prediction.malignancy_flag
     words = texts.flag_words(flag.flagged, flag.domain, models["malignancy"].config)
-    headline = page.headline_html(prediction, words)
+    headline = page.headline_html(prediction, words, photo)
     assert '<p class="domain">Ordinary photo</p>' in headline and html.escape(words.headline) in headline
-    assert "The lesion-type model (its malignant types together) gives" in headline
-    assert "caught 9 of 10 cancers" in words.caveat
+    assert html.escape(words.threshold_line) in headline and "caught 9 of 10 cancers" in words.threshold_line
+    assert f"{texts.percentage(flag.threshold)} malignant" in words.threshold_line
+    assert texts.percentage(prediction.malignancy_probability) not in headline, "the donut shows it, once"
+    assert words.caveat.startswith(texts.CLINICAL_HARDER) and "caught" not in words.caveat
+    assert 'alt="The analysed photo"' in headline
     if not flag.flagged:
         assert "cannot rule anything out" in words.headline
-    summary = page.summary_html(prediction, words)
-    assert summary.startswith(f"<p><strong>{html.escape(words.headline)}</strong> (Ordinary photo): malignant")
     assert "| image domain | Ordinary photo |" in page.per_class_markdown(prediction)

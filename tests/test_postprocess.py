@@ -146,17 +146,20 @@ def test_dermoscopy_words_are_the_pages_usual_headline(packs):
     flagged, below = (texts.flag_words(f, "dermoscopy", config) for f in (True, False))
     assert (flagged.headline, flagged.caveat, flagged.domain_name) == (texts.FLAGGED, "", "Dermoscopy image")
     assert (below.headline, below.caveat) == (texts.NOT_FLAGGED, "")
+    assert "in tests on dermoscopy images it never saw, it caught" in flagged.threshold_line
     assert flagged.score_name == "the malignancy model"
 
 
 def test_ordinary_photo_words_quote_the_measured_figures_and_never_reassure(packs):
     config = packs["per_domain"].config  # clinical: sensitivity 0.87, specificity 0.31
     flagged, below = (texts.flag_words(f, "clinical", config) for f in (True, False))
-    measured = "In tests on such photos it caught 9 of 10 cancers and raised false alarms on 7 of 10 harmless spots."
+    measured = ("At that level, in tests on ordinary photos it never saw, it caught 9 of 10 cancers and raised false "
+                "alarms on 7 of 10 harmless spots.")
     for words in (flagged, below):
         assert words.domain_name == "Ordinary photo"
         assert words.caveat.startswith("Ordinary photos are much harder for the model than dermoscopy images.")
-        assert measured in words.caveat
+        assert words.threshold_line == f"The model raises an alert from 45 % malignant. {measured}"  # clinical: 0.45
+        assert "caught" not in words.caveat, "the figures are said once, in the threshold line"
         assert words.score_name == "the lesion-type model (its malignant types together)"
     assert flagged.headline == texts.FLAGGED and "doctor" in flagged.caveat
     assert "cannot rule anything out" in below.headline and below.headline.startswith(texts.NOT_FLAGGED)
@@ -170,7 +173,8 @@ def test_ordinary_photo_words_without_figures_say_it_was_not_validated(tmp_path)
     overrides = per_domain_overrides(0.3, per_domain={"dermoscopy": PER_DOMAIN_METRICS["dermoscopy"]})
     config = load(make_package(tmp_path / "m", "malignancy", config_overrides=overrides)).config
     words = texts.flag_words(False, "clinical", config)
-    assert "not validated on ordinary photos" in words.caveat and "caught" not in words.caveat
+    assert "not validated on ordinary photos" in words.caveat and "caught" not in words.threshold_line
+    assert "It has no test figures for ordinary photos." in words.threshold_line
     older = load(make_package(tmp_path / "older", "malignancy")).config
     assert "not validated on ordinary photos" in texts.flag_words(True, "clinical", older).caveat
 
@@ -189,7 +193,13 @@ def test_figures_are_said_in_tenths(tmp_path, sensitivity, specificity, phrase):
     figures = {**PER_DOMAIN_METRICS["clinical"], "sensitivity": sensitivity, "specificity": specificity}
     overrides = per_domain_overrides(0.3, per_domain={"clinical": figures})
     config = load(make_package(tmp_path / "m", "malignancy", config_overrides=overrides)).config
-    assert phrase in texts.flag_words(True, "clinical", config).caveat
+    assert phrase in texts.flag_words(True, "clinical", config).threshold_line
+
+
+@pytest.mark.parametrize("p, shown", [(0.0783, "7.8 %"), (0.0013, "0.13 %"), (0.1797, "18 %"), (0.374, "37 %"),
+                                      (1.0, "100 %"), (0.0, "0 %")])
+def test_percentages_are_shown_with_two_significant_digits(p, shown):
+    assert texts.percentage(p) == shown
 
 
 def test_all_flag_words_are_flag_words_for_every_domain_and_outcome(packs):

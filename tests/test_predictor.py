@@ -20,7 +20,7 @@ from skin_demo.postprocess import (
     MalignancyFlag,
 )
 from skin_demo.predictor import Prediction, Predictor, RankedLabel
-from skin_demo.taxonomy import BENIGN_COLOUR, LESION_COLOURS, MALIGNANT_COLOUR, OTHER_COLOUR
+from skin_demo.taxonomy import BENIGN_COLOUR, LESION_COLOURS, MALIGNANT_COLOUR, OTHER_COLOUR, display_name
 from tests import image_files as files
 from tests.tiny_packages import (
     CLINICAL_THRESHOLD,
@@ -91,7 +91,7 @@ def test_top_k_is_sorted_with_display_names(tmp_path, packs):
     assert [r.probability for r in top] == sorted((r.probability for r in top), reverse=True)
     assert top[0].probability == max(prediction.lesion_type.values())
     for r in top:
-        assert r.name.endswith(f"({r.label})")  # e.g. "Melanocytic nevus (nv)"
+        assert r.name == display_name(r.label)  # e.g. "Mole (melanocytic nevus)"
 
 
 def test_different_images_give_different_answers(tmp_path, packs):
@@ -207,7 +207,8 @@ def test_malignancy_donut_slices_colours_and_centre():
     ]
     assert [round(share, 6) for _, share, _ in slices] == [0.3, 0.7]
     texts = [t.get_text() for t in figure.texts]
-    assert "30%" in texts and "malignant" in texts
+    assert "30 %" in texts and "malignant" in texts
+    assert not any("70" in t for t in texts), "the legend names the slices; the one number is the centre's"
 
 
 def test_lesion_type_donut_top3_full_names_and_other():
@@ -226,7 +227,8 @@ def test_lesion_type_donut_top3_full_names_and_other():
     assert shares == pytest.approx([0.45, 0.20, 0.15, 0.20])  # other = akiec + bcc + df + vasc
     assert sum(shares) == pytest.approx(1.0)
     legend = " ".join(t.get_text() for t in figure.texts)
-    assert "Melanocytic nevus (nv)" in legend and "45.0%" in legend
+    assert "Melanocytic nevus (nv)" in legend and "45 %" in legend and "mole" in legend  # centre: share, short name
+    assert "20" not in legend, "only the top type's share is shown, in the centre"
 
 
 def test_rendered_svgs_keep_text_as_text_and_are_cheap():
