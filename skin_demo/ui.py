@@ -29,7 +29,7 @@ from skin_demo.hub import load_models
 from skin_demo.modelpack import Models
 from skin_demo.predictor import Prediction, Predictor
 from skin_demo.settings import Settings
-from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, flag_words
+from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, flag_words, percentage
 from skin_demo.uploads import Uploads
 from skin_demo.web.server import mount_on_device
 
@@ -48,6 +48,8 @@ PAGE_GONE = "this photo is no longer on the server (photos are deleted a minute 
 NO_EXAMPLE = "this example is not on the page; tap one of the examples shown"
 _UPLOADS: weakref.WeakKeyDictionary[gr.Blocks, Uploads] = weakref.WeakKeyDictionary()  # each app's uploads
 
+SYSTEM_FONTS = ("system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif")
+SYSTEM_MONO_FONTS = ("ui-monospace", "Consolas", "monospace")
 SCROLL_TO_RESULT = "() => document.querySelector('#result')?.scrollIntoView({block: 'start'})"
 PAGE_URL_JS = (  # the API snippet names the URL the visitor is on
     "element.querySelectorAll('[data-page-url]')"
@@ -218,6 +220,9 @@ def launch(demo: gr.Blocks, models: Models, **overrides: Any):
     options: dict[str, Any] = dict(
         max_file_size=MAX_FILE_BYTES,  # the same limit imaging.load_image enforces
         css=page.CSS,
+        # The device's own fonts: no font files to download on a slow link, and none of the bundled web font's
+        # glitches (its bold capitals came out in a fallback font: "Analyse" and the verdict began mid-font).
+        theme=gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS),
         ssr_mode=False,  # no Node server: faster start on a small CPU, one process
         show_error=False,  # only our own gr.Error messages reach users, never internals
         pwa=False,
@@ -326,14 +331,15 @@ class _ResultView:
         prediction = dataclasses.replace(prediction, timings_ms=timings)
         flag, check = prediction.malignancy_flag, prediction.lesion_check
         passed = check is None or check.passed
-        mal_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.malignancy_slices(prediction))
-        type_alt = ", ".join(f"{s.label} {s.probability:.1%}" for s in charts.lesion_type_slices(prediction))
+        mal_alt = ", ".join(f"{s.label} {percentage(s.probability)}" for s in charts.malignancy_slices(prediction))
+        type_alt = ", ".join(f"{s.label} {percentage(s.probability)}" for s in charts.lesion_type_slices(prediction))
         words = flag_words(flag.flagged, flag.domain, self.models["malignancy"].config)
         return {
             self.message: gr.Markdown("" if passed else f"**{html.escape(check.message)}**", visible=not passed),
             self.headline: page.headline_html(prediction, words, photo) if passed else "",
             self.numbers: gr.Column(visible=passed),
-            self.caveat: f"<p>{html.escape(words.caveat)}</p>" if words.caveat else "",
+            self.caveat: gr.HTML(f"<p>{html.escape(words.caveat)}</p>" if words.caveat else "",
+                                 visible=bool(words.caveat)),
             self.malignancy_chart: page.svg_figure(rendered.malignancy_svg, f"Malignancy chart: {mal_alt}"),
             self.lesion_type_chart: page.svg_figure(rendered.lesion_type_svg, f"Lesion-type chart: {type_alt}"),
             self.per_class: page.per_class_markdown(prediction),

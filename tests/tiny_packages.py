@@ -249,6 +249,7 @@ def make_models_dir(
     lesion_threshold: float = PASSING_LESION_THRESHOLD,
     malignancy_threshold: float | None = None,
     domains: bool = False,
+    attention: bool = True,
 ) -> Path:
     """A models/ folder with the three tiny packages the app expects: `malignancy`, `lesion_type`, `lesion_check`.
 
@@ -260,15 +261,17 @@ def make_models_dir(
     domains: the lesion check tells the image domains apart (DOMAIN_CHECK_LABELS; at LESION_CHECK_TEMPERATURE its
       P(dermoscopy) + P(clinical) stays within about 0.55-0.8, so the thresholds above pass or fail every image), and
       the malignancy package decides per domain (per_domain_overrides: clinical photos on the lesion-type sum).
+    attention: the two classifiers give the class-activation map output (ATTENTION_OUTPUT), as packages now do.
     """
     root = Path(root)
+    maps = {"extra_outputs": (ATTENTION_OUTPUT,)} if attention else {}
     malignancy: dict[str, Any] = {}
     if malignancy_threshold is not None:
         malignancy = {"decision_threshold": malignancy_threshold, "temperature": LESION_CHECK_TEMPERATURE}
     if domains:
         malignancy.update(per_domain_overrides(malignancy_threshold))
-    make_package(root / "malignancy", "malignancy", size=size, config_overrides=malignancy)
-    make_package(root / "lesion_type", "lesion_type", size=size)
+    make_package(root / "malignancy", "malignancy", size=size, config_overrides=malignancy, **maps)
+    make_package(root / "lesion_type", "lesion_type", size=size, **maps)
     check = {"decision_threshold": lesion_threshold, "temperature": LESION_CHECK_TEMPERATURE}
     labels = DOMAIN_CHECK_LABELS if domains else None
     make_package(root / "lesion_check", "lesion_check", labels=labels, size=size, config_overrides=check)
