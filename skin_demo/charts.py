@@ -67,9 +67,9 @@ def malignancy_slices(prediction: Prediction) -> list[Slice]:
 
 
 def lesion_type_slices(prediction: Prediction) -> list[Slice]:
-    """The prediction's top lesion types (ranked by the predictor) with full names, then everything else grouped as
-    "other"."""
-    slices = [Slice(r.name, r.probability, colour(r.label)) for r in prediction.lesion_type_top]
+    """The prediction's top lesion types (ranked by the predictor) by their short names (a phone-sized chart has room
+    for no more; "What the lesion types mean" gives the full ones), then everything else grouped as "other"."""
+    slices = [Slice(short_name(r.label), r.probability, colour(r.label)) for r in prediction.lesion_type_top]
     if len(prediction.lesion_type_top) < len(prediction.lesion_type):
         shown = {r.label for r in prediction.lesion_type_top}
         slices.append(Slice(OTHER_LABEL, sum(p for code, p in prediction.lesion_type.items() if code not in shown),

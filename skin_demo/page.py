@@ -20,12 +20,10 @@ from skin_demo.imaging import source_size
 from skin_demo.modelpack import Models
 from skin_demo.predictor import Prediction
 from skin_demo.taxonomy import DESCRIPTIONS, SOURCE_NAMES, display_name
-from skin_demo.texts import FlagWords
+from skin_demo.texts import MAP_CAPTION, MAP_SWITCHES, FlagWords
 
 ON_DEVICE_PATH = "/on-device/"
 THUMBNAIL_PX = 320  # longest side of the photo sent back to the page (drawn at about half that)
-MAP_SWITCHES = {"malignancy": "malignancy answer", "lesion_type": "lesion type"}
-MAP_CAPTION = "Shaded: where the model's evidence for its answer came from. Not a diagnosis, not the lesion's border."
 CSS = """
 .gradio-container {max-width: 1180px !important;}
 #title h1 {font-size: 1.35rem; margin: 0;}

@@ -39,6 +39,9 @@ CLINICAL_SEE_A_DOCTOR = {
     True: "Show this spot to a doctor.",
     False: "If a spot worries you, changes or bleeds, see a doctor.",
 }
+# "Where the model looked" (skin_demo.attention): the switch's labels, by map, and what a map is and is not.
+MAP_SWITCHES = {"malignancy": "malignancy answer", "lesion_type": "lesion type"}
+MAP_CAPTION = "Shaded: where the model's evidence for its answer came from. Not a diagnosis, not the lesion's border."
 SCORE_NAMES = {  # who gives the number the call was made on (postprocess.score_from)
     "binary_head": "the malignancy model",
     LESION_TYPE_SUM: "the lesion-type model (its malignant types together)",

@@ -389,19 +389,28 @@ def test_phone_result_in_view_lesion_check_message_and_nothing_leaves_the_page(b
     assert page.locator("#headline").inner_text().startswith(words.headline)
     assert page.locator("#domain").text_content() == "Dermoscopy image" and page.locator("#caveat").is_hidden()
     assert page.locator("#show-anyway").is_hidden() and page.locator("#message").is_hidden()
-    headline = page.locator("#headline").bounding_box()
-    assert 0 <= headline["y"] and headline["y"] + headline["height"] <= 844, "the result must scroll into view"
+    page.wait_for_function("() => document.querySelector('#photo .frame img')?.complete")
+    boxes = [page.locator(sel).bounding_box() for sel in ("#photo .frame", "#headline", "#charts svg >> nth=0",
+                                                          "#charts svg >> nth=1")]  # fmt: skip
+    assert all(0 <= b["y"] and b["y"] + b["height"] <= 844 for b in boxes), f"one glance, on the first screen: {boxes}"
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no horizontal scrolling"
-    first, second = (page.locator("#charts svg").nth(i).bounding_box() for i in (0, 1))
-    assert second["y"] >= first["y"] + first["height"] - 1 and first["width"] > 300, "stacked, full width"
-    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    first, second = boxes[2:]
+    assert abs(first["y"] - second["y"]) < 1 and first["width"] > 150, "the donuts side by side, no gap below"
+    page.screenshot(path=str(tmp_path / "phone.png"))
+    page.locator("label[for=map-malignancy]").click()
+    overlay = page.locator("#photo .map-malignancy")
+    assert overlay.is_visible() and "cropped" in overlay.get_attribute("class")  # 1200x1600: the centre square
+    assert page.locator("#photo .map-caption").inner_text() == texts.MAP_CAPTION
+    page.screenshot(path=str(tmp_path / "phone-map.png"))
 
     green = solid(tmp_path / "green.png", GREEN)  # an ordinary photo for the tiny check
     page.locator("#file").set_input_files(str(green))
     page.wait_for_function("() => document.querySelector('#domain').textContent === 'Ordinary photo'")
     words = expected_words(tiny_app, tiny_app.predict(green))
     assert page.locator("#headline").inner_text().startswith(words.headline)
-    assert page.locator("#caveat").inner_text() == words.caveat and "caught 9 of 10 cancers" in words.caveat
+    assert page.locator("#caveat").inner_text() == words.caveat and words.caveat.startswith(texts.CLINICAL_HARDER)
+    assert page.locator("#threshold").inner_text() == f"{words.threshold_line} Not a diagnosis."
+    assert "caught 9 of 10 cancers" in words.threshold_line
     caveat, chart = page.locator("#caveat").bounding_box(), page.locator("#charts svg").first.bounding_box()
     assert caveat["y"] + caveat["height"] <= chart["y"], "the caveat stands above the donuts"
     page.screenshot(path=str(tmp_path / "phone-ordinary-photo.png"), full_page=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from skin_demo import imaging, postprocess
-from skin_demo.attention import GRID_DECIMALS
+from skin_demo.attention import GRID_DECIMALS, OVERLAY_COLOUR, OVERLAY_MAX_ALPHA
 from skin_demo.config import ATTENTION_OUTPUT, FORMAT_VERSION, ONNX_METADATA_KEY, PackageConfig
 from skin_demo.modelpack import MODEL_FILE, ModelPack
 from skin_demo.predictor import TOP_K
-from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, display_name
-from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, all_flag_words
+from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, display_name, short_name
+from skin_demo.texts import DISCLAIMER, DISCLAIMER_SHORT, MAP_CAPTION, MAP_SWITCHES, all_flag_words
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR_DIR = STATIC_DIR / "vendor"
@@ -170,7 +170,8 @@ def build_manifest(
         "default_score": postprocess.BINARY_HEAD,
         "score_tasks": dict(postprocess.SCORE_TASKS),
         "top_k": TOP_K,
-        "attention": {"output": ATTENTION_OUTPUT, "decimals": GRID_DECIMALS},
+        "attention": {"output": ATTENTION_OUTPUT, "decimals": GRID_DECIMALS, "colour": list(OVERLAY_COLOUR),
+                      "max_alpha": OVERLAY_MAX_ALPHA, "switches": dict(MAP_SWITCHES), "caption": MAP_CAPTION},
         "messages": {"not_an_image": _not_an_image_message(), **texts},
         "lesion_check_messages": dict(postprocess.LESION_CHECK_MESSAGES),
         "flag_words": all_flag_words(malignancy),
@@ -182,6 +183,7 @@ def build_manifest(
             "max_aspect_ratio": imaging.MAX_ASPECT_RATIO,
         },
         "names": {label: display_name(label) for label in labels},
+        "short_names": {label: short_name(label) for label in labels},
         "label_colours": {label: colour(label) for label in labels},
         "colours": {"malignant": MALIGNANT_COLOUR, "benign": BENIGN_COLOUR, "other": OTHER_COLOUR},
         "notices": dict(notices or {}),

@@ -11,8 +11,71 @@ function megabytes(bytes) {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
-function percent(p) {
-  return `${(100 * p).toFixed(1)}%`;
+/** texts.percentage: two significant digits ("7.8 %", "0.13 %", "18 %"). */
+function percentage(p) {
+  return `${Number((100 * p).toPrecision(2))} %`;
+}
+
+/** attention.overlay_rgba, as a PNG data URL the browser stretches smoothly over the box. */
+function overlayUrl(grid, { colour, max_alpha: maxAlpha }) {
+  const [h, w] = [grid.length, grid[0].length];
+  const canvas = document.createElement("canvas");
+  [canvas.width, canvas.height] = [w, h];
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(w, h);
+  grid.flat().forEach((v, i) => {
+    pixels.data.set([...colour, Math.round(255 * maxAlpha * Math.min(1, Math.max(0, v)))], 4 * i);
+  });
+  context.putImageData(pixels, 0, 0);
+  return canvas.toDataURL("image/png");
+}
+
+function element(name, attributes = {}, text = undefined) {
+  const el = document.createElement(name);
+  for (const [k, v] of Object.entries(attributes)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/** page.photo_html's twin: the analysed photo and, where the models give maps, the "where the model looked" switch. */
+function renderPhoto(figure, photoUrl, attention, manifest) {
+  const photo = element("img", { src: photoUrl, alt: "The analysed photo" });
+  const frame = element("div", { class: "frame" });
+  frame.append(photo);
+  figure.replaceChildren();
+  if (!attention) {
+    figure.append(frame);
+    return;
+  }
+  const { switches, caption } = manifest.attention;
+  const keys = ["off", ...Object.keys(attention)];
+  for (const key of keys) {
+    const radio = element("input", { type: "radio", class: "switch", name: "map", id: `map-${key}` });
+    radio.checked = key === "off";
+    figure.append(radio);
+  }
+  const layers = Object.entries(attention).map(([shown, map]) => {
+    const layer = element("img", { class: `map map-${shown}`, src: overlayUrl(map.grid, manifest.attention), alt: "" });
+    photo.addEventListener("load", () => {
+      // The box is in the photo's own (upright) pixels, as the browser shows it.
+      const [width, height] = [photo.naturalWidth, photo.naturalHeight];
+      const [left, top, right, bottom] = map.box;
+      Object.assign(layer.style, {
+        left: `${(100 * left) / width}%`,
+        top: `${(100 * top) / height}%`,
+        width: `${(100 * (right - left)) / width}%`,
+        height: `${(100 * (bottom - top)) / height}%`,
+      });
+      if (right - left < width - 1 || bottom - top < height - 1) layer.classList.add("cropped");
+    });
+    return layer;
+  });
+  frame.append(...layers);
+  const labels = element("span", { class: "switches" }, "Where the model looked: ");
+  for (const key of keys) labels.append(element("label", { for: `map-${key}` }, key === "off" ? "off" : switches[key] ?? key));
+  const figcaption = element("figcaption");
+  figcaption.append(labels, element("span", { class: "map-caption" }, caption));
+  figure.append(frame, figcaption);
 }
 
 async function registerServiceWorker() {
@@ -80,7 +143,7 @@ function show(id, visible) {
   $(id).hidden = !visible;
 }
 
-function render(result, manifest, { forceNumbers = false } = {}) {
+function render(result, manifest, photoUrl, { forceNumbers = false } = {}) {
   const check = result.lesion_check;
   const rejected = check && !check.passed && !forceNumbers;
   $("message").textContent = check && !check.passed ? check.message : "";
@@ -93,10 +156,11 @@ function render(result, manifest, { forceNumbers = false } = {}) {
   const domain = result.image_domain;
   $("domain").textContent = domain ? manifest.names[domain.label] : "";
   show("domain", Boolean(domain));
-  $("headline").textContent = rejected
-    ? "No result: not a lesion close-up"
-    : `${words.headline} (${percent(p)} malignant; threshold ${percent(flag.threshold)})`;
+  renderPhoto($("photo"), photoUrl, rejected ? null : result.attention, manifest);
+  $("headline").textContent = rejected ? "No result: not a lesion close-up" : words.headline;
   $("headline").className = rejected ? "" : flag.flagged ? "flagged" : "not-flagged";
+  // The threshold, said once and in words; the malignancy percentage is the donut's centre.
+  $("threshold").textContent = rejected ? "" : `${words.threshold_line} Not a diagnosis.`;
   $("caveat").textContent = rejected ? "" : words.caveat;
   show("caveat", Boolean(!rejected && words.caveat));
   const charts = $("charts");
@@ -107,22 +171,16 @@ function render(result, manifest, { forceNumbers = false } = {}) {
       donut({
         title: "Malignant vs benign",
         slices: malignancySlices(result, manifest.colours),
-        centre: `${Math.round(100 * p)}%`,
+        centre: percentage(p),
         caption: "malignant",
       }),
       donut({
         title: "Most similar lesion types",
         slices: lesionTypeSlices(result, manifest),
-        centre: `${Math.round(100 * best.probability)}%`,
-        caption: best.label,
+        centre: percentage(best.probability),
+        caption: manifest.short_names[best.label] ?? best.label,
       }),
     );
-    $("summary").textContent =
-      `Malignant: ${percent(p)}, benign: ${percent(1 - p)}, from ${words.score_name}. Most similar lesion types: ` +
-      result.lesion_type_top.map((r) => `${r.name} ${percent(r.probability)}`).join(", ") +
-      ". Research demo, not a diagnosis.";
-  } else {
-    $("summary").textContent = "";
   }
   $("json").textContent = JSON.stringify(result, null, 2);
   const t = result.timings_ms;
@@ -132,6 +190,7 @@ function render(result, manifest, { forceNumbers = false } = {}) {
 }
 
 let last = null;
+let lastPhotoUrl = null;
 
 async function analyseFile(file) {
   const engine = await ready;
@@ -140,8 +199,9 @@ async function analyseFile(file) {
   show("error", false);
   try {
     const result = await engine.analyse(file);
-    last = result;
-    render(result, engine.manifest);
+    if (lastPhotoUrl) URL.revokeObjectURL(lastPhotoUrl);
+    [last, lastPhotoUrl] = [result, URL.createObjectURL(file)];
+    render(result, engine.manifest, lastPhotoUrl);
     show("output", true);
   } catch (error) {
     show("output", false);
@@ -163,7 +223,7 @@ for (const id of ["camera", "file"]) {
 }
 
 $("show-anyway").addEventListener("click", async () => {
-  if (last) render(last, (await ready).manifest, { forceNumbers: true });
+  if (last) render(last, (await ready).manifest, lastPhotoUrl, { forceNumbers: true });
 });
 
 document.addEventListener("paste", (event) => {

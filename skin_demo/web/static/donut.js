@@ -29,11 +29,15 @@ function wedge(cx, cy, outer, inner, from, sweep) {
   );
 }
 
-function percent(p) {
-  return `${(100 * p).toFixed(1)}%`;
+/** texts.percentage: two significant digits ("7.8 %", "18 %"), as the Gradio page's chart descriptions. */
+function percentage(p) {
+  return `${Number((100 * p).toPrecision(2))} %`;
 }
 
-/** An SVG donut: slices [{label, probability, colour}] clockwise from 12 o'clock, centre text, legend below. */
+/**
+ * An SVG donut: slices [{label, probability, colour}] clockwise from 12 o'clock, centre text, legend below naming the
+ * slices (every number is in the SVG's title, for screen readers).
+ */
 export function donut({ title, slices, centre, caption }) {
   const width = 440;
   const cx = 220;
@@ -41,7 +45,7 @@ export function donut({ title, slices, centre, caption }) {
   const legendTop = 290;
   const height = legendTop + 24 * slices.length + 8;
   const svg = node("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "donut" });
-  const described = slices.map((s) => `${s.label} ${percent(s.probability)}`).join(", ");
+  const described = slices.map((s) => `${s.label} ${percentage(s.probability)}`).join(", ");
   svg.append(node("title", {}, `${title}: ${described}`));
   svg.append(node("text", { x: cx, y: 26, "text-anchor": "middle", "font-size": 18, fill: TEXT }, title));
   const total = slices.reduce((s, x) => s + Math.max(0, x.probability), 0) || 1;
@@ -62,7 +66,7 @@ export function donut({ title, slices, centre, caption }) {
   slices.forEach((s, row) => {
     const y = legendTop + 24 * row;
     svg.append(node("rect", { x: 24, y: y - 13, width: 16, height: 16, fill: s.colour }));
-    svg.append(node("text", { x: 48, y, "font-size": 15, fill: TEXT }, `${s.label}: ${percent(s.probability)}`));
+    svg.append(node("text", { x: 48, y, "font-size": 15, fill: TEXT }, s.label)); // the one number is the centre's
   });
   return svg;
 }
@@ -78,7 +82,7 @@ export function malignancySlices(result, colours) {
 export function lesionTypeSlices(result, manifest) {
   const ranked = Object.entries(result.lesion_type).sort((a, b) => b[1] - a[1]);
   const top = ranked.slice(0, manifest.top_k).map(([code, p]) => ({
-    label: manifest.names[code] ?? code,
+    label: manifest.short_names[code] ?? code, // charts.lesion_type_slices: short names fit a phone-sized chart
     probability: p,
     colour: manifest.label_colours[code] ?? manifest.colours.other,
   }));
