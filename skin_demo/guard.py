@@ -187,6 +187,9 @@ class RequestGuard:
                 break
         received = b"".join(chunks)
         body, problem = self._checked(scope["path"], received) if received else (received, None)
+        if problem == REFUSED_FILE:
+            await _refuse_input(send, problem)
+            return
         if problem:
             await _respond(send, 400, problem)
             return
@@ -302,8 +305,19 @@ def _file_like(payload: Any, depth: int = 0):
             yield from _file_like(value, depth + 1)
 
 
+async def _refuse_input(send, message: str) -> None:
+    """422 with `message` in the form Gradio's own input validation answers in, so gradio_client raises a
+    ValidationError that carries it (for any other status it raises a bare HTTP error and the message is lost)."""
+    detail = [{"__type__": "validate", "is_valid": False, "parameter_name": "image", "message": message}]
+    await _send_json(send, 422, {"detail": detail})
+
+
 async def _respond(send, status: int, message: str) -> None:
-    body = json.dumps({"detail": message}).encode()
+    await _send_json(send, status, {"detail": message})
+
+
+async def _send_json(send, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

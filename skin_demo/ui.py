@@ -12,17 +12,20 @@ import html
 import logging
 import os
 import traceback
+import typing
 import weakref
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.data_classes import FileData
 from gradio.route_utils import API_PREFIX
 from PIL import Image
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from skin_demo import charts, guard, page
+from skin_demo.api_schema import PredictionJSON
 from skin_demo.examples import read_manifest
 from skin_demo.imaging import MAX_FILE_BYTES, ImageError
 from skin_demo.hub import load_models
@@ -151,9 +154,15 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
             except ImageError as exc:
                 return say(f"**Cannot analyse this example:** {html.escape(str(exc))}.")
 
-        def api_predict(payload: dict | None, request: gr.Request) -> dict[str, Any]:
-            """Analyse one uploaded image file; returns the JSON described in the README's API section."""
-            path = (payload or {}).get("path")
+        def predict(image: FileData, request: gr.Request) -> PredictionJSON:
+            """Analyse one close-up photo of a skin lesion. Research demo, not a diagnosis.
+
+            Send the image file itself (gradio_client's handle_file); URLs, data URLs and server paths are refused.
+            Returns each model's probabilities, the image domain (dermoscopy, ordinary photo or not a lesion), the
+            malignancy call for that domain, the lesion check and where the models looked; the README's API section
+            describes every field.
+            """
+            path = (image or {}).get("path")  # Gradio hands the file object over as it came (no preprocessing)
             if not uploads.take(path, request.session_hash):
                 raise gr.Error(guard.REFUSED_FILE, title="Cannot analyse this request", print_exception=False)
             try:
@@ -187,18 +196,11 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
             gallery.select(select_example, None, [image, *result], api_visibility="private").then(
                 None, js=SCROLL_TO_RESULT
             )
-        # The API endpoint: a hidden button owns the event; its output is plain JSON, no charts.
-        api_button = gr.Button(visible=False)
-        api_button.click(
-            api_predict,
-            inputs=[image],
-            outputs=[gr.JSON(visible=False, label="result")],
-            preprocess=False,
-            api_name="predict",
-            api_description="Analyse one uploaded image file; returns each model's probabilities, the image domain "
-            "(dermoscopy, ordinary photo or not a lesion), the malignancy flag for that domain and the lesion check "
-            "as JSON.",
-        )
+        # The API endpoint, typed from predict's signature and documented by its docstring (view_api shows both).
+        # gr.api reads the return type with inspect.signature, which leaves this module's (postponed) annotations
+        # as strings: evaluated here, so the answer's fields are documented too.
+        predict.__annotations__ = typing.get_type_hints(predict)
+        gr.api(predict, api_name="predict")
 
         demo.unload(end_session)
 

@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, ValidationError
 
 from skin_demo import page, texts
 from skin_demo.imaging import MAX_FILE_BYTES
@@ -172,7 +172,23 @@ def test_page_shows_the_warning_the_models_and_only_the_predict_endpoint(served)
     assert "Analyse on this device: your photo is not uploaded" in text and 'href=\\"/on-device/\\"' in text
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert list(api) == ["/predict"]  # the page's own events are not part of the API
-    assert [r["label"] for r in api["/predict"]["returns"]] == ["result"]  # a named output, not value_29
+    endpoint = api["/predict"]
+    # Typed from the function (gr.api): an uploaded file in, the answer's fields out, with its docstring.
+    assert [(p["parameter_name"], p["python_type"]["type"]) for p in endpoint["parameters"]] == [("image", "filepath")]
+    returned = endpoint["returns"][0]["python_type"]["type"]
+    for field in ("malignancy_flag: dict(flagged: bool", "image_domain: None | dict(label: str", "attention: None",
+                  "disclaimer: str"):
+        assert field in returned, returned
+    with urllib.request.urlopen(app.url.rstrip("/") + "/gradio_api/info", timeout=30) as response:
+        described = json.loads(response.read())["named_endpoints"]["/predict"]["description"]
+    assert described.startswith("Analyse one close-up photo") and "server paths are refused" in described
+
+
+def test_a_refused_file_reaches_gradio_client_with_the_server_s_explanation(served):
+    """A URL is what a client can pass that the server refuses (a local path, gradio_client uploads itself)."""
+    _, client = served
+    with pytest.raises(ValidationError, match="server paths, URLs and data URLs are not accepted"):
+        client.predict(handle_file("https://example.com/lesion.jpg"), api_name="/predict")
 
 
 def test_examples_gallery_reads_the_manifest_and_hides_when_empty(tmp_path, monkeypatch):

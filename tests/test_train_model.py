@@ -52,7 +52,8 @@ def test_float16_weight_storage_halves_the_file_and_keeps_the_outputs(tiny_net):
     import onnxruntime as ort
 
     from skin_demo.config import PackageConfig, PreprocessConfig
-    from skin_demo.train.export import max_probability_change, to_onnx, with_float16_weights
+    from skin_demo.train.export import to_onnx
+    from skin_demo.train.weight_storage import max_probability_change, with_float16_weights
 
     config = PackageConfig(task="lesion_type", labels=LESION_CODES, malignant_labels=("akiec", "bcc", "mel"),
                            preprocess=PreprocessConfig(size=(32, 32)), architecture="test_efficientnet")

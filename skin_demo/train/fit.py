@@ -185,7 +185,7 @@ def _write_task_package(args, module: torch.nn.Module, task: str, pre: Preproces
         provenance=_provenance(args, task, state, choice),
     )
     sample_batch = np.stack([preprocess(load_image(s.path), pre) for s in val.samples[:32]])
-    proto, config = build_package(module, config, sample_batch, float16=not args.float32_weights)
+    proto, config = build_package(module, config, sample_batch, compact=not args.float32_weights)
     package_dir = write_package(out / "packages" / task, proto, config, render_model_card(config, None))
     log.info("%s: %s, temperature %.3f -> %s", task, json.dumps(choice.to_json()), temperature, package_dir)
     return package_dir

@@ -1,0 +1,189 @@
+"""`python -m skin_demo.train compact models/<task> --out DIR --ham ../shared/data/ham10000
+    --split models/ham10000_split.csv --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical
+    [--lesion-type models/lesion_type]`
+
+A lighter on-device load: rewrites a finished package's weights as int8 (`weight_storage.with_int8_weights`;
+float32 compute) and writes it to DIR only if no source's validation metric moves by more than --max-change
+(default MAX_METRIC_CHANGE). Both packages run on each source's VALIDATION split (the test split stays for
+reporting) through the serving path (`load_image`, `preprocess`, `ModelPack`, `postprocess`), and what the package
+is judged on is compared: malignancy ROC AUC and sensitivity / specificity at the threshold of the source's image
+domain (a domain decided on the lesion-type sum needs --lesion-type), lesion-type balanced accuracy, lesion-check
+pass rate and the share of passed images given their own domain. DIR keeps the source's config (its provenance
+gains the per-source change), card and eval/: the recorded test figures are the source package's until
+`evaluate DIR` measures the new file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from skin_demo.config import CONFIG_FILE, MODEL_FILE, README_FILE, PackageConfig
+from skin_demo.imaging import ImageError
+from skin_demo.modelpack import ModelPack, PackageError
+from skin_demo.postprocess import LESION_TYPE_SUM, score_from
+from skin_demo.train.data import DataError, Sample
+from skin_demo.train.evaluate import (
+    DEFAULT_BATCH_SIZE,
+    EVAL_DIR,
+    EvaluationError,
+    HeldOutSet,
+    held_out_sets,
+    label_samples,
+    predict_samples,
+    report_for,
+)
+from skin_demo.train.lesion_check.measure import served_calls
+from skin_demo.train.package_files import write_package
+from skin_demo.train.sources import DOMAIN_OF_SOURCE
+from skin_demo.train.weight_storage import INT8, with_int8_weights
+
+MAX_METRIC_CHANGE = 0.005  # the most any validation metric of any source may move for the int8 package to ship
+JUDGED_ON = {"malignancy": ("roc_auc", "sensitivity", "specificity"), "lesion_type": ("balanced_accuracy",),
+             "lesion_check": ("pass_rate", "domain_rate")}
+
+
+class CompactError(RuntimeError):
+    """The int8 package cannot be made or does not keep the source's numbers; the message says why."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `compact` subcommand."""
+    parser = subparsers.add_parser(
+        "compact", help="store a package's weights as int8 (float32 compute) if validation metrics hold",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("package", type=Path, help="package folder, e.g. models/malignancy")
+    parser.add_argument("--out", type=Path, required=True, help="new (or empty) folder for the int8 package")
+    parser.add_argument("--ham", type=Path, required=True, help="HAM10000 folder")
+    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (its val subset is used)")
+    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder: its challenge validation split too")
+    parser.add_argument("--clinical", type=Path, help="clinical-photo folder: its validation split too")
+    parser.add_argument("--lesion-type", type=Path,
+                        help="lesion-type package, for a malignancy package that decides a domain on its sum")
+    parser.add_argument("--max-change", type=float, default=MAX_METRIC_CHANGE,
+                        help=f"largest change of any validation metric the int8 package may ship with "
+                             f"(default {MAX_METRIC_CHANGE})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores, at most 4)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `compact` command; returns the process exit code (1 when refused or on bad input)."""
+    try:
+        if args.out.resolve() == args.package.resolve():
+            raise CompactError(f"--out {args.out} is the source package: write the int8 package to its own folder")
+        if args.out.exists() and any(args.out.iterdir()):
+            raise CompactError(f"--out {args.out} exists and is not empty: choose a new folder or empty it")
+        source = ModelPack.load(args.package, threads=args.threads)
+        lesion_type = ModelPack.load(args.lesion_type, threads=args.threads) if args.lesion_type else None
+        sets = held_out_sets(args.ham, args.split, args.isic2017, args.clinical, subset="val")
+        _check_lesion_type(source, sets, lesion_type)
+        proto = with_int8_weights(onnx.load(str(args.package / MODEL_FILE)))
+        card = (args.package / README_FILE).read_text() if (args.package / README_FILE).is_file() else ""
+        with tempfile.TemporaryDirectory(prefix="skin_demo_compact_") as tmp:
+            candidate = ModelPack.load(write_package(Path(tmp), proto, source.config, card), threads=args.threads)
+            changes = {s.source: compare_on(s, source, candidate, lesion_type, args.batch_size) for s in sets}
+        print(format_table(args.package, changes, args.max_change))
+        too_large = [f"{src} {metric} by {row['change']:+.4f}" for src, c in changes.items()
+                     for metric, row in c["metrics"].items() if abs(row["change"] or 0) > args.max_change]
+        if too_large:
+            raise CompactError(f"int8 weights move {', '.join(too_large)} (limit {args.max_change}): "
+                               f"{args.out} not written; keep the source package")
+        config = dataclasses.replace(source.config, provenance={
+            **source.config.provenance,
+            "weights": INT8,
+            "int8_converted_from": source.config.provenance.get("weights", "float32"),
+            "int8_max_probability_change": max(c["max_probability_change"] for c in changes.values()),
+            "int8_validation_change": {"limit": args.max_change, "per_source": changes},
+        })
+        write_package(args.out, proto, config, card)
+        if (args.package / EVAL_DIR).is_dir():
+            shutil.copytree(args.package / EVAL_DIR, args.out / EVAL_DIR)
+        ModelPack.load(args.out, threads=1)  # proves config.json and the embedded copy agree
+    except (CompactError, PackageError, DataError, ImageError, EvaluationError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sizes = [(folder / MODEL_FILE).stat().st_size / 1e6 for folder in (args.package, args.out)]
+    print(f"wrote {args.out}: model.onnx {sizes[0]:.2f} -> {sizes[1]:.2f} MB; its {CONFIG_FILE} metrics and card "
+          f"are still the source's test figures (`python -m skin_demo.train evaluate {args.out} ...` re-measures)")
+    return 0
+
+
+def compare_on(held_out: HeldOutSet, source: ModelPack, candidate: ModelPack, lesion_type: ModelPack | None,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, Any]:
+    """What `candidate` changes against `source` on one source's images: each metric the task is judged on
+    (source, candidate, change), the largest probability change, and inference ms per image (batched)."""
+    config = source.config
+    if config.task == "lesion_check":  # every image of these sources is a lesion close-up of its source's domain
+        samples, targets = list(held_out.samples), None
+    else:
+        samples, targets = label_samples(held_out.samples, config)
+    extra = [lesion_type] if lesion_type is not None and config.task == "malignancy" else []
+    probs, seconds = predict_samples([source, candidate, *extra], samples, batch_size=batch_size)
+    lesion_probs = probs[2] if extra else None
+    before, after = (validation_metrics(config, held_out.source, samples, targets, p, lesion_probs,
+                                        lesion_type.config if extra else None) for p in probs[:2])
+    return {
+        "split": held_out.split,
+        "n": len(samples),
+        "metrics": {k: {"source": before[k], "int8": after[k],
+                        "change": None if before[k] is None or after[k] is None else round(after[k] - before[k], 4)}
+                    for k in JUDGED_ON[config.task]},
+        "max_probability_change": float(f"{np.max(np.abs(probs[0] - probs[1])):.3g}"),
+        "ms_per_image": {"source": round(1000 * seconds[0] / len(samples), 2),
+                         "int8": round(1000 * seconds[1] / len(samples), 2)},
+    }
+
+
+def validation_metrics(config: PackageConfig, source: str, samples: Sequence[Sample], targets: np.ndarray | None,
+                       probs: np.ndarray, lesion_probs: np.ndarray | None = None,
+                       lesion_config: PackageConfig | None = None) -> dict[str, float | None]:
+    """The numbers a package of `config.task` is judged on, made the way the app makes its calls."""
+    if config.task == "lesion_check":
+        calls = served_calls(probs, config)
+        passed = [domain == sample.domain for (ok, domain), sample in zip(calls, samples) if ok]
+        return {"pass_rate": round(len(passed) / len(calls), 4),
+                "domain_rate": round(sum(passed) / len(passed), 4) if passed else None}
+    report = report_for(config, targets, probs, split=None, domain=DOMAIN_OF_SOURCE.get(source, "dermoscopy"),
+                        lesion_probs=lesion_probs, lesion_config=lesion_config)
+    headline = report.headline()
+    return {k: headline.get(k) for k in JUDGED_ON[config.task]}
+
+
+def format_table(package: Path, changes: dict[str, dict[str, Any]], limit: float) -> str:
+    """The per-source comparison as a small terminal table."""
+    lines = [f"int8 weights against {package}, validation split (limit {limit} per metric):",
+             f"  {'source':<10} {'n':>5} {'metric':<18} {'source':>8} {'int8':>8} {'change':>8}"]
+    for name, c in changes.items():
+        for k, (metric, row) in enumerate(c["metrics"].items()):
+            cells = ["n/a" if row[key] is None else f"{row[key]:{fmt}}"
+                     for key, fmt in (("source", ".4f"), ("int8", ".4f"), ("change", "+.4f"))]
+            lead = f"{name:<10} {c['n']:>5}" if k == 0 else " " * 16
+            lines.append(f"  {lead} {metric:<18} {cells[0]:>8} {cells[1]:>8} {cells[2]:>8}")
+        ms = c["ms_per_image"]
+        lines.append(f"  {'':<16} largest probability change {c['max_probability_change']:.3g}; "
+                     f"{ms['source']:.1f} -> {ms['int8']:.1f} ms/image (batched)")
+    return "\n".join(lines)
+
+
+def _check_lesion_type(source: ModelPack, sets: list[HeldOutSet], lesion_type: ModelPack | None) -> None:
+    """A malignancy package that decides a source's domain on the lesion-type sum cannot be judged without it."""
+    if source.config.task != "malignancy" or lesion_type is not None:
+        return
+    needing = [s.source for s in sets if score_from(source.config, DOMAIN_OF_SOURCE.get(s.source, "dermoscopy"))
+               == LESION_TYPE_SUM]
+    if needing:
+        raise CompactError(f"{source.path} decides {', '.join(needing)} images on the lesion-type sum: pass "
+                           "--lesion-type models/lesion_type")

@@ -1,0 +1,136 @@
+"""`python -m skin_demo.train compact`: int8 weight storage of a finished package, judged on each source's validation
+split, on small convolutional packages and synthetic data."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from skin_demo.config import ONNX_METADATA_KEY
+from skin_demo.modelpack import ModelPack
+from skin_demo.taxonomy import LESION_CODES
+from skin_demo.train import compact
+from skin_demo.train.weight_storage import INT8, with_float16_weights
+from tests.fake_clinical import make_fake_clinical
+from tests.fake_ham import make_fake_ham10000, write_fake_split
+from tests.fake_isic import make_fake_isic2017
+from tests.tiny_packages import DOMAIN_CHECK_LABELS, tiny_config
+
+SIZE, CHANNELS = 32, 64
+LABELS = {"malignancy": (("benign", "malignant"), ("malignant",)),
+          "lesion_type": (LESION_CODES, ("akiec", "bcc", "mel")),
+          "lesion_check": (DOMAIN_CHECK_LABELS, ())}
+
+
+def make_package(folder, task):
+    """Conv(3->64, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(64->K), its conv weight (1728 values) stored
+    as float16 behind a Cast like a trained package's; a lesion check passes nearly everything."""
+    labels, malignant = LABELS[task]
+    config = tiny_config(task, labels, malignant, size=(SIZE, SIZE), architecture="tiny_test_cnn",
+                         decision_threshold={"malignancy": 0.4, "lesion_check": 0.01}.get(task),
+                         provenance={"weights": "float16 storage, float32 compute", "code_commit": "test"})
+    rng = np.random.default_rng(0)
+    arrays = {"cw": rng.normal(size=(CHANNELS, 3, 3, 3)) * 0.3, "cb": rng.normal(size=CHANNELS) * 0.1,
+              "fw": rng.normal(size=(CHANNELS, len(labels))) * 3.0, "fb": np.zeros(len(labels))}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "cw", "cb"], ["conv"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["conv"], ["act"]),
+         helper.make_node("GlobalAveragePool", ["act"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
+         helper.make_node("Gemm", ["features", "fw", "fb"], ["logits"])],
+        "tiny_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(labels)])],
+        initializer=[numpy_helper.from_array(a.astype(np.float32), name) for name, a in arrays.items()],
+    )  # fmt: skip
+    model = with_float16_weights(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model.ir_version = 8
+    text = json.dumps(config)
+    helper.set_model_props(model, {ONNX_METADATA_KEY: text})
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    (folder / "config.json").write_text(text)
+    (folder / "README.md").write_text("# the source's card\n")
+    (folder / "eval").mkdir()
+    (folder / "eval" / "EVAL.md").write_text("the source's test evaluation\n")
+    return folder
+
+
+@pytest.fixture
+def data(tmp_path):
+    ham = make_fake_ham10000(tmp_path / "ham", per_class=6)
+    return ["--ham", ham, "--split", write_fake_split(ham, tmp_path / "split.csv"),
+            "--isic2017", make_fake_isic2017(tmp_path / "isic2017", per_class_and_split=3, size=48),
+            "--clinical", make_fake_clinical(tmp_path / "clinical", per_class_and_split=2)]
+
+
+def cli(*argv) -> int:
+    parser = argparse.ArgumentParser()
+    compact.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["compact", *map(str, argv)])
+    return args.func(args)
+
+
+@pytest.mark.parametrize("task", ["lesion_type", "lesion_check"])
+def test_compact_writes_the_int8_package_with_its_validation_change(tmp_path, data, task, capsys):
+    source = make_package(tmp_path / "source", task)
+    out = tmp_path / "int8"
+    assert cli(source, "--out", out, *data, "--batch-size", "8") == 0
+    printed = capsys.readouterr().out
+    metric = compact.JUDGED_ON[task][0]
+    assert "validation split" in printed and all(s in printed for s in ("ham10000", "isic2017", "clinical"))
+    assert metric in printed and "largest probability change" in printed
+    pack, before = ModelPack.load(out), ModelPack.load(source)  # validates: embedded config == config.json
+    model = onnx.load(str(out / "model.onnx"))
+    stored = {t.data_type for t in model.graph.initializer}
+    assert TensorProto.INT8 in stored and TensorProto.FLOAT16 not in stored  # the conv weight: int8 for float16
+    # Everything but the provenance is the source's; the card and eval/ travel with it.
+    assert dataclasses.replace(pack.config, provenance={}) == dataclasses.replace(before.config, provenance={})
+    assert (out / "README.md").read_text() == "# the source's card\n" and (out / "eval" / "EVAL.md").is_file()
+    provenance = pack.config.provenance
+    assert provenance["weights"] == INT8 and provenance["int8_converted_from"] == "float16 storage, float32 compute"
+    change = provenance["int8_validation_change"]
+    assert change["limit"] == compact.MAX_METRIC_CHANGE
+    assert set(change["per_source"]) == {"ham10000", "isic2017", "clinical"}
+    ham = change["per_source"]["ham10000"]
+    assert ham["split"].endswith("split.csv:val") and ham["n"] > 0
+    assert set(ham["metrics"]) == set(compact.JUDGED_ON[task])
+    assert abs(ham["metrics"][metric]["change"]) <= compact.MAX_METRIC_CHANGE
+    assert provenance["int8_max_probability_change"] == max(c["max_probability_change"]
+                                                            for c in change["per_source"].values())
+
+
+def test_compact_refuses_a_change_over_the_limit_and_writes_nothing(tmp_path, data, capsys):
+    source = make_package(tmp_path / "source", "malignancy")
+    out = tmp_path / "int8"
+    assert cli(source, "--out", out, *data, "--max-change", "-1") == 1  # any change, even none, is over -1
+    captured = capsys.readouterr()
+    assert "roc_auc" in captured.out and "not written; keep the source package" in captured.err
+    assert not out.exists()
+
+
+def test_compact_refusals_name_the_problem(tmp_path, data, capsys):
+    source = make_package(tmp_path / "source", "malignancy")
+    assert cli(source, "--out", source, *data) == 1
+    assert "is the source package" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    assert cli(source, "--out", tmp_path / "full", *data) == 1
+    assert "not empty" in capsys.readouterr().err
+    # A malignancy package that decides clinical photos on the lesion-type sum cannot be judged without it.
+    config = json.loads((source / "config.json").read_text())
+    config["decision_scores"] = {"dermoscopy": "binary_head", "clinical": "lesion_type_sum"}
+    config["decision_thresholds"] = {"dermoscopy": 0.4, "clinical": 0.3}
+    model = onnx.load(str(source / "model.onnx"))
+    del model.metadata_props[:]
+    helper.set_model_props(model, {ONNX_METADATA_KEY: json.dumps(config)})
+    onnx.save(model, str(source / "model.onnx"))
+    (source / "config.json").write_text(json.dumps(config))
+    assert cli(source, "--out", tmp_path / "int8", *data) == 1
+    assert "pass --lesion-type" in capsys.readouterr().err
