@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from benchmarks import bench_app, bench_inference
+from benchmarks import bench_app, bench_attention, bench_inference
 from tests.tiny_packages import make_models_dir
 
 pytestmark = pytest.mark.slow
@@ -59,3 +59,16 @@ def test_bench_app_drives_the_app_process(tmp_path, capsys):
     assert report["api"]["3"]["requests"] == 6 and report["api"]["3"]["errors"] == 0
     assert report["peak_rss_mb"] > 50 and report["rss_series_mb"][-1][0] == 4
     assert "## Headline" in capsys.readouterr().out
+
+
+def test_bench_attention_compares_the_classifiers_with_and_without_maps(tmp_path, capsys):
+    models = make_models_dir(tmp_path / "models")
+    out = tmp_path / "attention.json"
+    code = bench_attention.main(["--models-dir", str(models), "--data", str(tmp_path / "no_data"), "--images", "2",
+                                 "--repeats", "2", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["latency_ms"]) == {"without maps", "with maps"} and report["ratio_p50"] > 0
+    for sizes in report["model_bytes"].values():
+        assert sizes["with_map"] > sizes["without_map"]  # the map's two nodes, nothing more
+    assert "with maps / without:" in capsys.readouterr().out

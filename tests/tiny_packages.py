@@ -157,9 +157,9 @@ def make_model(
             # per pixel (a 1x1 convolution with those weights), averaged over 4x4 blocks.
             kernel = weights[:3].T.reshape(k, 3, 1, 1).astype(np.float32)
             extra_weights.append(numpy_helper.from_array(kernel, "cam_kernel"))
-            nodes += [helper.make_node("Conv", [pooled_input, "cam_kernel"], ["cam_full"]),
+            nodes += [helper.make_node("Conv", [pooled_input, "cam_kernel"], ["cam_full"], name=f"{name}/conv"),
                       helper.make_node("AveragePool", ["cam_full"], [name], kernel_shape=[height // 4, width // 4],
-                                       strides=[height // 4, width // 4])]  # fmt: skip
+                                       strides=[height // 4, width // 4], name=f"{name}/pool")]  # fmt: skip
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", k, 4, 4]))
             continue
         nodes.append(helper.make_node("Identity", ["features"], [name]))
