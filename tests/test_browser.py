@@ -219,6 +219,11 @@ def test_a_rejected_file_leaves_a_message_on_the_page(browser, app_url, tmp_path
     assert "Cannot analyse this file" in page.locator("#message").inner_text()
     page.locator("#clear").click()
     page.wait_for_function("() => !document.querySelector('#message')?.innerText.trim()")
+    not_an_image = tmp_path / "notes.jpg"  # a text file with a photo's name: the browser cannot preview it
+    not_an_image.write_text("shopping list: milk, eggs\n")
+    upload(page, not_an_image)
+    page.wait_for_function("() => document.querySelector('#message')?.innerText.includes('Cannot analyse this file')")
+    page.wait_for_function("() => document.querySelectorAll('#image-input img').length === 0")  # no broken preview
     page.context.close()
 
 

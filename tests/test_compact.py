@@ -20,7 +20,7 @@ from skin_demo.train.weight_storage import INT8, with_float16_weights
 from tests.fake_clinical import make_fake_clinical
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 from tests.fake_isic import make_fake_isic2017
-from tests.tiny_packages import DOMAIN_CHECK_LABELS, tiny_config
+from tests.tiny_packages import DOMAIN_CHECK_LABELS, save_graph_package, tiny_config
 
 SIZE, CHANNELS = 32, 64
 LABELS = {"malignancy": (("benign", "malignant"), ("malignant",)),
@@ -51,11 +51,7 @@ def make_package(folder, task):
     )  # fmt: skip
     model = with_float16_weights(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     model.ir_version = 8
-    text = json.dumps(config)
-    helper.set_model_props(model, {ONNX_METADATA_KEY: text})
-    folder.mkdir(parents=True)
-    onnx.save(model, folder / "model.onnx")
-    (folder / "config.json").write_text(text)
+    save_graph_package(folder, model, config)
     (folder / "README.md").write_text("# the source's card\n")
     (folder / "eval").mkdir()
     (folder / "eval" / "EVAL.md").write_text("the source's test evaluation\n")

@@ -214,7 +214,7 @@ def test_model_card_at_fit_time_and_for_one_source():
         "lesion_type"]["ham10000"]})
     text = render_model_card(_config("lesion_type", metrics=one.headline()), one)
     assert "| Metric | HAM10000 test |\n" in text
-    assert "**Dermatofibroma (df)** (weak)" in text and "no external validation" in text
+    assert "**Dermatofibroma (a harmless firm bump)** (weak)" in text and "no external validation" in text
 
 
 def test_the_cards_usage_example_matches_the_serving_path(tmp_path):

@@ -130,7 +130,7 @@ def check(upload: Upload, outcome: dict | Exception) -> str | None:
 
 def page_outcome(outputs: dict) -> dict | Exception:
     """The page's outputs as the API's shape: its result JSON, or the message it shows as an Exception."""
-    if not outputs["status"].startswith("Analysed in"):
+    if outputs["result-json"] is None:  # the page shows a message instead of a result
         return RuntimeError(outputs["message"]["value"])
     for chart in ("malignancy-chart", "lesion-type-chart"):
         assert outputs[chart].startswith('<figure><img src="data:image/svg+xml;base64,'), outputs[chart][:80]

@@ -25,7 +25,7 @@ from skin_demo.train.quantize import (
 from skin_demo.train.report import read_evaluation
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 from tests.fake_isic import make_fake_isic2017
-from tests.tiny_packages import tiny_config
+from tests.tiny_packages import save_graph_package, tiny_config
 
 SIZE = 32
 CHANNELS = 8
@@ -59,12 +59,7 @@ def make_conv_package(folder, task="lesion_type"):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    text = json.dumps(config)
-    helper.set_model_props(model, {ONNX_METADATA_KEY: text})
-    folder.mkdir(parents=True)
-    onnx.save(model, folder / "model.onnx")
-    (folder / "config.json").write_text(text)
-    return folder
+    return save_graph_package(folder, model, config)
 
 
 @pytest.fixture

@@ -278,6 +278,16 @@ def make_models_dir(
     return root
 
 
+def save_graph_package(folder: Path, model: onnx.ModelProto, config: dict[str, Any]) -> Path:
+    """Write `model` with `config` embedded, and config.json, into the new folder `folder`; returns the folder."""
+    text = json.dumps(config)
+    helper.set_model_props(model, {ONNX_METADATA_KEY: text})
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    (folder / "config.json").write_text(text)
+    return folder
+
+
 def package_files(folder: Path | str) -> dict[str, bytes]:
     """The files of a package folder as {name: bytes} (for uploading to a Hub stand-in)."""
     folder = Path(folder)
