@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -64,6 +66,19 @@ def test_wasm_is_sent_gzip_encoded_and_decoded_for_clients_without_gzip(client):
     plain = http.get(url, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.content == encoded.content
     assert plain.content[:4] == b"\0asm"
+
+
+def test_models_are_sent_gzip_encoded_and_the_manifest_counts_what_travels(client):
+    http, packs = client
+    for task, entry in http.get("/on-device/manifest.json").json()["models"].items():
+        url = "/on-device/" + entry["url"]
+        with http.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as encoded:
+            assert encoded.headers["content-encoding"] == "gzip"
+            wire = b"".join(encoded.iter_raw())
+        assert len(wire) == entry["transfer_bytes"] < entry["bytes"]
+        assert gzip.decompress(wire) == (packs[task].path / "model.onnx").read_bytes()
+        plain = http.get(url, headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers and len(plain.content) == entry["bytes"]
 
 
 def test_unknown_models_and_stale_hashes_are_not_served(client):

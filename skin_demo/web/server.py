@@ -2,7 +2,7 @@
 
 `mount_on_device(app, models)` adds one Starlette sub-application in front of the app's routes: the page, its
 scripts, the vendored runtime (the wasm sent gzip-encoded, as it is stored), manifest.json and each package's
-model.onnx under a content-hashed URL. Only these files are served; the page never sends anything back. Every
+model.onnx under a content-hashed URL (gzip-encoded, compressed once at startup). Only these files are served; the page never sends anything back. Every
 response of the sub-application carries COOP/COEP, so the page is cross-origin isolated and ONNX Runtime Web may use
 threads; the Gradio page's own responses are left as they are.
 """
@@ -46,6 +46,7 @@ ISOLATION_HEADERS = [
 ]
 NO_CACHE = {"Cache-Control": "no-cache"}  # revalidate: the page and manifest change when the models do
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}  # URLs carry a content hash or a version
+MODEL_GZIP_LEVEL = 6  # zlib's default: the three bundled files compress in about 1.4 s at startup
 
 
 class _WithHeaders:
@@ -78,6 +79,8 @@ def on_device_app(
     """The ASGI application that serves the page for these packages (mounted at /on-device by mount_on_device)."""
     models = list(models)
     files = model_files(models)
+    # Sent gzip-encoded to browsers that take it (all do): float16 weights shrink by about 9 %, int8 ones by 11 %.
+    compressed = {task: gzip.compress(f.path.read_bytes(), MODEL_GZIP_LEVEL) for task, f in files.items()}
     wasm_path = compressed_wasm()
     manifest = build_manifest(
         files,
@@ -85,6 +88,7 @@ def on_device_app(
         texts=texts,
         wasm_bytes=wasm_size(),
         wasm_transfer_bytes=wasm_path.stat().st_size,
+        model_transfer_bytes={task: len(body) for task, body in compressed.items()},
         notices=notices,
         server_page=server_page,
     )
@@ -100,6 +104,9 @@ def on_device_app(
         file = files.get(request.path_params["task"])
         if file is None or request.path_params["digest"] != file.sha256[:16]:
             return Response("no such model", status_code=404, media_type="text/plain")
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(compressed[file.task], media_type="application/octet-stream",
+                            headers={**IMMUTABLE, "Content-Encoding": "gzip"})
         return FileResponse(file.path, media_type="application/octet-stream", headers=IMMUTABLE)
 
     async def wasm(request: Request) -> Response:

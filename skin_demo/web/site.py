@@ -133,6 +133,7 @@ def build_manifest(
     texts: Mapping[str, str],
     wasm_bytes: int,
     wasm_transfer_bytes: int,
+    model_transfer_bytes: Mapping[str, int] | None = None,
     notices: Mapping[str, str] | None = None,
     server_page: str | None = None,
 ) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def build_manifest(
     malignancy: the malignancy package's config, which the words for each domain's call quote.
     texts: the warnings, as page_texts() gives them.
     wasm_transfer_bytes: what a first visit downloads for the runtime (the compressed size where the server sends it
-    gzip-encoded). server_page: a URL of the server's own page, relative to the on-device page, or None.
+    gzip-encoded); model_transfer_bytes: the same per model (default: the file's size). server_page: a URL of the server's own page, relative to the on-device page, or None.
     """
     runtime = runtime_dir()
     labels = list(dict.fromkeys([*(label for file in models.values() for label in file.labels),
@@ -159,7 +160,8 @@ def build_manifest(
             },
         },
         "models": {
-            task: {"url": f.url, "bytes": f.size, "transfer_bytes": f.size, "sha256": f.sha256, "source": f.source}
+            task: {"url": f.url, "bytes": f.size, "transfer_bytes": (model_transfer_bytes or {}).get(task, f.size),
+                   "sha256": f.sha256, "source": f.source}
             for task, f in models.items()
         },
         "shell": shell_files(),
