@@ -192,7 +192,7 @@ def sweep_leftovers(folder: Path, tracked: Iterable[str], *, older_than_s: float
     `since` (another process's) are left alone. Returns how many files were deleted."""
     tracked = {os.path.abspath(p) for p in tracked}
     now, deleted = time.time(), 0
-    for path in sorted(Path(folder).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+    for path in deepest_first(folder):
         try:
             info = path.lstat()
             if path.is_dir():
@@ -204,6 +204,13 @@ def sweep_leftovers(folder: Path, tracked: Iterable[str], *, older_than_s: float
         except OSError:
             continue  # gone already, or being written: the next sweep sees it
     return deleted
+
+
+def deepest_first(folder: Path) -> list[Path]:
+    """Every file and folder below `folder`, the deepest first. os.walk passes over folders that vanish while it
+    walks; Path.rglob raised instead, and one upload deleted during a pass failed the whole sweep (seen under load)."""
+    found = [Path(root) / name for root, dirs, files in os.walk(folder) for name in (*dirs, *files)]
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def _delete(path: str) -> None:

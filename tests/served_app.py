@@ -15,7 +15,7 @@ from skin_demo.hub import load_models
 from skin_demo.modelpack import Models
 from skin_demo.settings import Settings
 from skin_demo.ui import build_app, launch, uploads_of
-from skin_demo.uploads import Uploads
+from skin_demo.uploads import Uploads, deepest_first
 from tests.tiny_packages import make_models_dir
 
 
@@ -39,7 +39,7 @@ class Served:
         return uploads_of(self.demo)
 
     def files_left(self) -> list[Path]:
-        return sorted(p for p in self.temp_dir.rglob("*") if p.is_file())
+        return sorted(p for p in deepest_first(self.temp_dir) if p.is_file())  # the sweep may delete meanwhile
 
 
 @contextmanager
