@@ -5,8 +5,8 @@ class-activation map of each label in S weighted by its share of P(S), rescaled 
 and its strongest 1, as Zhou et al. (2016) show CAM. It says where the evidence for the answer was strongest
 relative to the rest of the picture, not how strong it was. (Weighting each label by d log P(S) / d logit
 instead, which subtracts the other labels' maps, put the malignancy map's maximum inside a lesion pasted on plain
-skin for 25 of 40 HAM10000 test lesions, this rule for 38.) The map covers only the square the
-model saw (`view_box`), in the pixel coordinates of the photo as uploaded (upright).
+skin for 25 of 40 HAM10000 test lesions, this rule for 38.) The map covers only the square the model saw
+(`view_box`), in the pixel coordinates of the photo as uploaded (upright).
 
 static/engine.js computes the same numbers in the browser (tests/test_on_device.py pins the two together).
 """
