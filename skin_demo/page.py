@@ -63,6 +63,8 @@ CSS = """
 .donut figure {margin: 0;}
 #analyse-row button {min-height: 48px;}  /* comfortable touch targets */
 #examples .caption-label {white-space: normal; overflow: visible; text-overflow: clip;}
+#examples .grid-wrap {max-height: none !important; height: auto !important; overflow-y: visible !important;}
+/* Gradio draws height="auto" galleries as a fixed-height scroll box: the examples lie on the page instead */
 @media (max-width: 640px) {
   .gradio-container {padding-left: 6px !important; padding-right: 6px !important;}
   #headline .photo {width: 112px;}

@@ -106,22 +106,22 @@ def build_app(settings: Settings | None = None, *, models: Models | None = None)
                         elem_id="on-device-link")  # fmt: skip
             with gr.Column(scale=2, min_width=300, elem_id="result"):
                 view = _ResultView.build(models)
-        example_copies: list[str] = []  # Gradio's kept copy of each example image, which the image input shows
-        if examples:
-            gr.Markdown(page.examples_intro(examples))
-            gallery = gr.Gallery(
-                value=[(str(e.path), e.caption) for e in examples],
-                label="Examples",
-                columns=4,
-                fit_columns=False,
-                height="auto",
-                object_fit="cover",
-                allow_preview=False,
-                interactive=False,
-                buttons=[],  # no download or share buttons over the examples
-                elem_id="examples",
-            )
-            example_copies = [item["image"]["path"] for item in gallery.value]
+                example_copies: list[str] = []  # Gradio's kept copy of each example image, as the input shows it
+                if examples:  # beside the photo on a desktop (no blank half before the first photo), below on phones
+                    gr.Markdown(page.examples_intro(examples))
+                    gallery = gr.Gallery(
+                        value=[(str(e.path), e.caption) for e in examples],
+                        label="Examples",
+                        columns=4,
+                        fit_columns=False,
+                        height="auto",
+                        object_fit="cover",
+                        allow_preview=False,
+                        interactive=False,
+                        buttons=[],  # no download or share buttons over the examples
+                        elem_id="examples",
+                    )
+                    example_copies = [item["image"]["path"] for item in gallery.value]
         example_by_copy = {path: index for index, path in enumerate(example_copies)}
         with gr.Accordion("What the lesion types mean", open=False):
             gr.Markdown(page.classes_markdown(models["lesion_type"].config))
