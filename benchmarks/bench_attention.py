@@ -72,9 +72,10 @@ def run(args: argparse.Namespace, images: list[Path]) -> dict:
     missing = [t for t, p in packs.items() if not p.has_attention]
     if missing:
         sys.exit(f"{missing}: no {ATTENTION_OUTPUT!r} output; run python -m skin_demo.train add-attention first")
-    plain = {task: ort.InferenceSession(without_map(onnx.load(str(pack.path / MODEL_FILE))).SerializeToString(),
-                                        sess_options=session_options(args.threads),
-                                        providers=["CPUExecutionProvider"]) for task, pack in packs.items()}
+    stripped = {task: without_map(onnx.load(str(pack.path / MODEL_FILE))).SerializeToString()
+                for task, pack in packs.items()}  # fmt: skip
+    plain = {task: ort.InferenceSession(graph, sess_options=session_options(args.threads),
+                                        providers=["CPUExecutionProvider"]) for task, graph in stripped.items()}
     decoded = [load_image(p, draft_size=max(pk.config.preprocess.resize_shorter_side for pk in packs.values()))
                for p in images]
     inputs = [{t: preprocess(rgb, packs[t].config.preprocess)[np.newaxis] for t in TASKS} for rgb in decoded]
@@ -103,9 +104,7 @@ def run(args: argparse.Namespace, images: list[Path]) -> dict:
                 timings[name].append(1000 * (time.perf_counter() - start))
     stats = {name: Stats.of(values) for name, values in timings.items()}
     ratio = stats["with maps"].p50 / stats["without maps"].p50
-    sizes = {task: ((pack.path / MODEL_FILE).stat().st_size,
-                    len(without_map(onnx.load(str(pack.path / MODEL_FILE))).SerializeToString()))
-             for task, pack in packs.items()}  # fmt: skip
+    sizes = {task: ((pack.path / MODEL_FILE).stat().st_size, len(stripped[task])) for task, pack in packs.items()}
     every_file = sum((args.models_dir / t / MODEL_FILE).stat().st_size for t in (*TASKS, "lesion_check")
                      if (args.models_dir / t / MODEL_FILE).is_file())  # fmt: skip
     growth = sum(now - before for now, before in sizes.values()) / (every_file - sum(

@@ -20,9 +20,8 @@ from skin_demo.modelpack import ModelPack, PackageError
 from skin_demo.train.attention_export import AttentionExportError, with_attention_config, with_attention_output
 from skin_demo.train.card import write_model_card
 from skin_demo.train.evaluate import EVAL_DIR
-from skin_demo.train.report import METRICS_FILE
-from skin_demo.train.results import Evaluation
 from skin_demo.train.package_files import write_package_config
+from skin_demo.train.report import read_evaluation
 
 
 def add_attention(package_dir: Path, out_dir: Path | None = None) -> ModelPack:
@@ -43,14 +42,8 @@ def add_attention(package_dir: Path, out_dir: Path | None = None) -> ModelPack:
     batch = np.random.default_rng(0).standard_normal((2, 3, height, width), dtype=np.float32)
     if not np.array_equal(before.logits(batch), after.logits(batch)):
         raise RuntimeError(f"{model_path}: the logits changed when the attention output was added")
-    write_model_card(out_dir, after.config, _recorded_evaluation(out_dir))
+    write_model_card(out_dir, after.config, read_evaluation(out_dir / EVAL_DIR))  # the card keeps its test tables
     return after
-
-
-def _recorded_evaluation(package_dir: Path) -> Evaluation | None:
-    """The package's held-out figures (eval/metrics.json, written by `evaluate`), so the card keeps its tables."""
-    path = package_dir / EVAL_DIR / METRICS_FILE
-    return Evaluation.from_json(path.read_text()) if path.is_file() else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
