@@ -72,3 +72,18 @@ def test_a_graph_without_one_pooled_linear_classifier_is_refused():
         [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 48])])
     with pytest.raises(AttentionExportError, match="exactly one"):
         with_attention_output(onnx.helper.make_model(graph))
+
+
+def test_add_attention_gives_a_finished_package_the_map_and_leaves_its_logits(single, tmp_path):
+    from skin_demo.modelpack import ModelPack
+    from skin_demo.train.attention_cli import add_attention
+    from skin_demo.train.package_files import write_package
+
+    before = write_package(tmp_path / "before", to_onnx(single, _config()), _config(), card="# card\n")
+    after = add_attention(before, tmp_path / "after")
+    batch = np.random.default_rng(2).random((2, 3, SIZE, SIZE), dtype=np.float32)
+    assert after.has_attention and ATTENTION_OUTPUT in after.config.outputs
+    np.testing.assert_array_equal(after.logits(batch), ModelPack.load(before).logits(batch))
+    assert "Output `cam`" in (tmp_path / "after" / "README.md").read_text()
+    with pytest.raises(AttentionExportError, match="already has"):
+        add_attention(tmp_path / "after")
