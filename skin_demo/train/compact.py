@@ -32,6 +32,7 @@ from skin_demo.imaging import ImageError
 from skin_demo.modelpack import ModelPack, PackageError
 from skin_demo.postprocess import LESION_TYPE_SUM, score_from
 from skin_demo.train.data import DataError, Sample
+from skin_demo.train.data_args import add_data_sources
 from skin_demo.train.evaluate import (
     DEFAULT_BATCH_SIZE,
     EVAL_DIR,
@@ -64,10 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("package", type=Path, help="package folder, e.g. models/malignancy")
     parser.add_argument("--out", type=Path, required=True, help="new (or empty) folder for the int8 package")
-    parser.add_argument("--ham", type=Path, required=True, help="HAM10000 folder")
-    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (its val subset is used)")
-    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder: its challenge validation split too")
-    parser.add_argument("--clinical", type=Path, help="clinical-photo folder: its validation split too")
+    add_data_sources(parser, uses="the val subsets")
     parser.add_argument("--lesion-type", type=Path,
                         help="lesion-type package, for a malignancy package that decides a domain on its sum")
     parser.add_argument("--max-change", type=float, default=MAX_METRIC_CHANGE,

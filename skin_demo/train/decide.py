@@ -26,6 +26,7 @@ from skin_demo.postprocess import positive_probability
 from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
 from skin_demo.train.data import DataError, Sample
+from skin_demo.train.data_args import add_data_sources
 from skin_demo.train.decision import MIN_SENSITIVITY, choose_domain_decisions
 from skin_demo.train.evaluate import predict_samples
 from skin_demo.train.package_files import write_package_config
@@ -78,10 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("package", type=Path, help="the malignancy package folder, e.g. models/malignancy")
     parser.add_argument("--lesion-type", type=Path, help="the lesion-type package whose malignant sum competes")
-    parser.add_argument("--ham", type=Path, required=True, help="HAM10000 folder")
-    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV")
-    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder")
-    parser.add_argument("--clinical", type=Path, help="clinical-photo folder")
+    add_data_sources(parser, uses="the val subsets")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores, at most 4)")
     parser.set_defaults(func=run)
 

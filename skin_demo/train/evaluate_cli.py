@@ -11,6 +11,7 @@ from pathlib import Path
 from skin_demo.imaging import ImageError
 from skin_demo.modelpack import ModelPack, PackageError
 from skin_demo.train.data import DataError
+from skin_demo.train.data_args import add_data_sources
 from skin_demo.train.evaluate import (
     DEFAULT_BATCH_SIZE,
     EVAL_DIR,
@@ -33,11 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("package", type=Path, help="package folder (model.onnx + config.json), e.g. models/lesion_type")
-    parser.add_argument("--ham", "--data", dest="ham", type=Path, required=True,
-                        help="HAM10000 folder (HAM10000_metadata.csv + images); --data is the older spelling")
-    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (image_id, ..., split)")
-    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder (labels.csv + images): a second test source")
-    parser.add_argument("--clinical", type=Path, help="clinical-photo folder (labels.csv + images): the camera domain")
+    add_data_sources(parser, uses="the --subset subsets (default: test)")
     parser.add_argument("--lesion-type", type=Path,
                         help="lesion-type package, for a malignancy package whose decision uses its malignant sum")
     parser.add_argument("--subset", default="test", help="which subset of each split to evaluate (default: test)")

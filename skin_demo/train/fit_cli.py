@@ -11,6 +11,7 @@ import torch.distributed as dist
 from skin_demo.config import COLOR_CONSTANCY
 from skin_demo.train import imbalance
 from skin_demo.train.data import TASKS
+from skin_demo.train.data_args import add_data_sources
 from skin_demo.train.fit import __doc__ as FIT_DOC
 from skin_demo.train.fit import fit
 from skin_demo.train.model import DEFAULT_ARCHITECTURE
@@ -18,11 +19,8 @@ from skin_demo.train.model import DEFAULT_ARCHITECTURE
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("fit", help="train the models and write model packages", description=FIT_DOC)
-    parser.add_argument("--ham", type=Path, required=True, help="HAM10000 folder (metadata CSV + images)")
-    parser.add_argument("--split", type=Path, default=Path("models/ham10000_split.csv"))
-    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder (labels.csv + images): a second source")
-    parser.add_argument("--clinical", type=Path,
-                        help="clinical-photo folder (labels.csv + images): the ordinary-camera domain")
+    add_data_sources(parser, uses="the train subsets for training, the val subsets for choosing epochs",
+                     split_default=Path("models/ham10000_split.csv"))
     parser.add_argument("--phone-look", type=float, default=0.0, metavar="P",
                         help="make this share of dermoscopy training images look like phone photos (phone_look.py)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))

@@ -17,6 +17,7 @@ from skin_demo.imaging import ImageError
 from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, ModelPack, PackageError
 from skin_demo.train import sources
 from skin_demo.train.data import DataError
+from skin_demo.train.data_args import add_data_sources
 from skin_demo.train.evaluate import (
     DEFAULT_BATCH_SIZE,
     TARGETS,
@@ -68,9 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("package", type=Path, help="fp32 package folder, e.g. models/lesion_type")
-    parser.add_argument("--ham", "--data", dest="ham", type=Path, required=True, help="HAM10000 folder")
-    parser.add_argument("--split", type=Path, required=True, help="HAM10000 split CSV (calibration uses its train subset)")
-    parser.add_argument("--isic2017", type=Path, help="ISIC 2017 folder: calibrate and --evaluate on it too")
+    add_data_sources(parser, uses="the train subsets for calibration, the test subsets for --evaluate", clinical=False)
     parser.add_argument("--out", type=Path, required=True, help="folder for the int8 package")
     parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
     parser.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax", help="calibration method")
