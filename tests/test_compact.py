@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 
 import numpy as np
 import onnx
@@ -23,6 +24,7 @@ from tests.fake_isic import make_fake_isic2017
 from tests.tiny_packages import DOMAIN_CHECK_LABELS, save_graph_package, tiny_config
 
 SIZE, CHANNELS = 32, 64
+LIMIT = 0.2
 LABELS = {"malignancy": (("benign", "malignant"), ("malignant",)),
           "lesion_type": (LESION_CODES, ("akiec", "bcc", "mel")),
           "lesion_check": (DOMAIN_CHECK_LABELS, ())}
@@ -77,7 +79,9 @@ def cli(*argv) -> int:
 def test_compact_writes_the_int8_package_with_its_validation_change(tmp_path, data, task, capsys):
     source = make_package(tmp_path / "source", task)
     out = tmp_path / "int8"
-    assert cli(source, "--out", out, *data, "--batch-size", "8") == 0
+    # A random network on 8-14 synthetic images per source: one flipped call moves a metric by 0.07-0.13, so the
+    # limit is wide here (the refusal at the limit is the next test).
+    assert cli(source, "--out", out, *data, "--batch-size", "8", "--max-change", str(LIMIT)) == 0
     printed = capsys.readouterr().out
     metric = compact.JUDGED_ON[task][0]
     assert "validation split" in printed and all(s in printed for s in ("ham10000", "isic2017", "clinical"))
@@ -86,18 +90,24 @@ def test_compact_writes_the_int8_package_with_its_validation_change(tmp_path, da
     model = onnx.load(str(out / "model.onnx"))
     stored = {t.data_type for t in model.graph.initializer}
     assert TensorProto.INT8 in stored and TensorProto.FLOAT16 not in stored  # the conv weight: int8 for float16
+    # The conv's bias absorbed the rounding's mean shift on the train-split images (weight_storage tests the rule).
+    biases = [{t.name: numpy_helper.to_array(t) for t in m.graph.initializer}["cb"]
+              for m in (model, onnx.load(str(source / "model.onnx")))]
+    assert not np.array_equal(*biases)
     # Everything but the provenance is the source's; the card and eval/ travel with it.
     assert dataclasses.replace(pack.config, provenance={}) == dataclasses.replace(before.config, provenance={})
     assert (out / "README.md").read_text() == "# the source's card\n" and (out / "eval" / "EVAL.md").is_file()
     provenance = pack.config.provenance
     assert provenance["weights"] == INT8 and provenance["int8_converted_from"] == "float16 storage, float32 compute"
+    assert re.fullmatch(rf"\d+ images: {compact.CALIBRATION_IMAGES} \(seeded\) of each source's train split",
+                        provenance["int8_bias_correction"])
     change = provenance["int8_validation_change"]
-    assert change["limit"] == compact.MAX_METRIC_CHANGE
+    assert change["limit"] == LIMIT
     assert set(change["per_source"]) == {"ham10000", "isic2017", "clinical"}
     ham = change["per_source"]["ham10000"]
     assert ham["split"].endswith("split.csv:val") and ham["n"] > 0
     assert set(ham["metrics"]) == set(compact.JUDGED_ON[task])
-    assert abs(ham["metrics"][metric]["change"]) <= compact.MAX_METRIC_CHANGE
+    assert all(abs(c["metrics"][metric]["change"] or 0) <= LIMIT for c in change["per_source"].values())
     assert provenance["int8_max_probability_change"] == max(c["max_probability_change"]
                                                             for c in change["per_source"].values())
 

@@ -146,6 +146,34 @@ def test_onnx_runtime_folds_the_int8_weights_into_float32_constants(batch, tmp_p
     assert not [t.name for t in graph.initializer if t.data_type == TensorProto.INT8]
 
 
+def test_bias_correction_keeps_the_mean_output_of_images_it_never_saw(batch):
+    """Rounding shifts each output channel's mean a little, and the shifts add up layer by layer; the biases absorb
+    the shift measured on calibration images, and it stays small on other images of the same kind."""
+    rng = np.random.default_rng(2)
+    calibration, unseen = ((rng.normal(size=(16, 3, SIZE, SIZE)) + 0.5).astype(np.float32) for _ in range(2))
+    full = conv_gemm_graph()
+    reference = run(full, unseen)
+    plain = run(with_int8_weights(full, min_elements=MIN_ELEMENTS), unseen) - reference
+    corrected = run(with_int8_weights(full, min_elements=MIN_ELEMENTS, calibration=calibration), unseen) - reference
+    assert np.abs(corrected.mean(axis=0)).max() < 0.2 * np.abs(plain.mean(axis=0)).max()
+    assert np.abs(corrected).max() < np.abs(plain).max()
+
+
+def test_bias_correction_subtracts_the_rounding_applied_to_the_mean_input():
+    """The first convolution reads the image itself: its new bias is the old one minus (rounded weight - weight)
+    applied to each input channel's mean over the calibration images; the last Gemm (not rounded) keeps its bias."""
+    calibration = (np.random.default_rng(3).normal(size=(8, 3, SIZE, SIZE)) + [[[0.2]], [[-0.4]], [[0.9]]])
+    calibration = calibration.astype(np.float32)
+    full = conv_gemm_graph()
+    values = stored(with_int8_weights(full, min_elements=MIN_ELEMENTS, calibration=calibration))
+    original = stored(full)
+    rounding = values["conv_w__int8"] * values["conv_w__scale"] - original["conv_w"]
+    expected = original["conv_b"] - np.einsum("ocij,c->o", rounding, calibration.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(values["conv_b"], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(values["conv_b"], original["conv_b"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(values["out_b"], original["out_b"])
+
+
 def test_compact_weights_takes_the_smallest_storage_within_the_limit(batch, monkeypatch):
     full = conv_gemm_graph()
     proto, checks = compact_weights(full, batch, temperature=1.0)

@@ -3,7 +3,8 @@
     [--lesion-type models/lesion_type]`
 
 A lighter on-device load: rewrites a finished package's weights as int8 (`weight_storage.with_int8_weights`;
-float32 compute) and writes it to DIR only if no source's validation metric moves by more than --max-change
+float32 compute; the biases corrected for the rounding's mean shift on CALIBRATION_IMAGES images of each source's
+TRAIN split) and writes it to DIR only if no source's validation metric moves by more than --max-change
 (default MAX_METRIC_CHANGE). Both packages run on each source's VALIDATION split (the test split stays for
 reporting) through the serving path (`load_image`, `preprocess`, `ModelPack`, `postprocess`), and what the package
 is judged on is compared: malignancy ROC AUC and sensitivity / specificity at the threshold of the source's image
@@ -41,6 +42,7 @@ from skin_demo.train.evaluate import (
     held_out_sets,
     label_samples,
     predict_samples,
+    preprocessed_batches,
     report_for,
 )
 from skin_demo.train.lesion_check.measure import served_calls
@@ -48,6 +50,7 @@ from skin_demo.train.package_files import write_package
 from skin_demo.train.sources import DOMAIN_OF_SOURCE
 from skin_demo.train.weight_storage import INT8, with_int8_weights
 
+CALIBRATION_IMAGES = 16  # per source, from its train split: the bias correction's mean inputs
 MAX_METRIC_CHANGE = 0.005  # the most any validation metric of any source may move for the int8 package to ship
 JUDGED_ON = {"malignancy": ("roc_auc", "sensitivity", "specificity"), "lesion_type": ("balanced_accuracy",),
              "lesion_check": ("pass_rate", "domain_rate")}
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         lesion_type = ModelPack.load(args.lesion_type, threads=args.threads) if args.lesion_type else None
         sets = held_out_sets(args.ham, args.split, args.isic2017, args.clinical, subset="val")
         _check_lesion_type(source, sets, lesion_type)
-        proto = with_int8_weights(onnx.load(str(args.package / MODEL_FILE)))
+        calibration = calibration_images(args, source.config)
+        proto = with_int8_weights(onnx.load(str(args.package / MODEL_FILE)), calibration=calibration)
         card = (args.package / README_FILE).read_text() if (args.package / README_FILE).is_file() else ""
         with tempfile.TemporaryDirectory(prefix="skin_demo_compact_") as tmp:
             candidate = ModelPack.load(write_package(Path(tmp), proto, source.config, card), threads=args.threads)
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             **source.config.provenance,
             "weights": INT8,
             "int8_converted_from": source.config.provenance.get("weights", "float32"),
+            "int8_bias_correction": f"{len(calibration)} images: {CALIBRATION_IMAGES} (seeded) of each source's "
+                                    "train split",
             "int8_max_probability_change": max(c["max_probability_change"] for c in changes.values()),
             "int8_validation_change": {"limit": args.max_change, "per_source": changes},
         })
@@ -117,6 +123,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: model.onnx {sizes[0]:.2f} -> {sizes[1]:.2f} MB; its {CONFIG_FILE} metrics and card "
           f"are still the source's test figures (`python -m skin_demo.train evaluate {args.out} ...` re-measures)")
     return 0
+
+
+def calibration_images(args: argparse.Namespace, config: PackageConfig) -> np.ndarray:
+    """CALIBRATION_IMAGES seeded images of each source's train split, preprocessed for `config`: never the
+    validation images the int8 package is then judged on."""
+    sets = held_out_sets(args.ham, args.split, args.isic2017, args.clinical, subset="train", limit=CALIBRATION_IMAGES)
+    samples = [sample for held_out in sets for sample in held_out.samples]
+    return np.concatenate(list(preprocessed_batches(samples, config.preprocess)))
 
 
 def compare_on(held_out: HeldOutSet, source: ModelPack, candidate: ModelPack, lesion_type: ModelPack | None,

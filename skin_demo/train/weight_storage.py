@@ -52,7 +52,8 @@ def with_float16_weights(proto: onnx.ModelProto, min_elements: int = 1024) -> on
     return out
 
 
-def with_int8_weights(proto: onnx.ModelProto, min_elements: int = 1024) -> onnx.ModelProto:
+def with_int8_weights(proto: onnx.ModelProto, min_elements: int = 1024,
+                      calibration: np.ndarray | None = None) -> onnx.ModelProto:
     """A copy of `proto` whose large weights are stored as int8 with one symmetric scale per slice of axis 0 (the
     output channel of a Conv weight [O, I/g, kH, kW], depthwise included, and of a Gemm weight with transB), each
     followed by a Cast to float32 and a Mul by its scales that give back the float32 tensor the graph used.
@@ -64,6 +65,10 @@ def with_int8_weights(proto: onnx.ModelProto, min_elements: int = 1024) -> onnx.
     or float16 initializers behind a Cast to float32 (what `with_float16_weights` writes, so today's packages
     convert too). Tensors of one dimension (biases, batch-norm parameters) or under `min_elements` are left as they
     are: a scale per element would save nothing.
+
+    With `calibration` (float32 [N, 3, H, W], preprocessed images not used for judging the result), each
+    Conv's or Gemm's bias also absorbs the mean shift its rounded weights cause on those images
+    (`_bias_corrections`), which keeps the outputs' average where the float32 graph had it.
     """
     out = onnx.ModelProto()
     out.CopyFrom(proto)
@@ -82,12 +87,17 @@ def with_int8_weights(proto: onnx.ModelProto, min_elements: int = 1024) -> onnx.
                 and _cast_target(node) == TensorProto.FLOAT):
             weights[node.output[0]] = (numpy_helper.to_array(source).astype(np.float32), source, node)
     large = {name: w for name, w in weights.items() if w[0].ndim >= 2 and w[0].size >= min_elements}
-    dropped_tensors = {id(t) for _, t, _ in large.values()}
-    dropped_nodes = {id(n) for _, _, n in large.values() if n is not None}
+    rounded = {name: _int8_per_channel(values) for name, (values, _, _) in large.items()}
+    biases = {} if calibration is None else _bias_corrections(
+        proto, calibration, {name: (codes * scale - large[name][0]) for name, (codes, scale) in rounded.items()},
+        {name: values for name, (values, _, _) in weights.items()})
+    replaced = [weights[name] for name in biases] + list(large.values())
+    dropped_tensors = {id(t) for _, t, _ in replaced}
+    dropped_nodes = {id(n) for _, _, n in replaced if n is not None}
     kept = [t for t in graph.initializer if id(t) not in dropped_tensors]
+    kept += [numpy_helper.from_array(values, name) for name, values in biases.items()]
     dequantize = []
-    for name, (values, _, _) in large.items():
-        codes, scale = _int8_per_channel(values)
+    for name, (codes, scale) in rounded.items():
         kept += [numpy_helper.from_array(codes, f"{name}__int8"), numpy_helper.from_array(scale, f"{name}__scale")]
         dequantize += [
             helper.make_node("Cast", [f"{name}__int8"], [f"{name}__unscaled"], to=TensorProto.FLOAT,
@@ -108,6 +118,40 @@ def _int8_per_channel(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)  # an all-zero channel still needs a scale
     codes = np.clip(np.rint(flat / scale), -127, 127).astype(np.int8)
     return codes.reshape(values.shape), scale.reshape(-1, *[1] * (values.ndim - 1))
+
+
+def _bias_corrections(proto: onnx.ModelProto, calibration: np.ndarray, weight_errors: dict[str, np.ndarray],
+                      values: dict[str, np.ndarray], batch_size: int = 8) -> dict[str, np.ndarray]:
+    """New float32 values for the bias of each Conv / Gemm whose weight is rounded: bias - (rounded weight - weight)
+    applied to the mean of the node's input over `calibration` (per channel; a convolution's zero padding is left
+    out), so each output channel's mean over those images stays where the float32 graph had it (the empirical bias
+    correction of Nagel et al., "Data-Free Quantization", 2019). Keyed by the tensor name the node reads."""
+    nodes = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) == 3
+             and n.input[1] in weight_errors and n.input[2] in values and _plain_gemm(n)]
+    inputs = sorted({n.input[0] for n in nodes})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sums, counts = dict.fromkeys(inputs, 0.0), dict.fromkeys(inputs, 0)
+    for start in range(0, len(calibration), batch_size):
+        outputs = session.run(inputs, {INPUT_NAME: calibration[start:start + batch_size]})
+        for name, array in zip(inputs, outputs):  # [N, C] or [N, C, H, W]: a mean per channel (axis 1)
+            sums[name] = sums[name] + array.sum(axis=tuple(i for i in range(array.ndim) if i != 1), dtype=np.float64)
+            counts[name] += array.size // array.shape[1]
+    corrected = {}
+    for node in nodes:
+        error = weight_errors[node.input[1]].astype(np.float64)
+        means = sums[node.input[0]] / counts[node.input[0]]
+        if node.op_type == "Gemm":
+            shift = error @ means if _attribute(node, "transB", 0) else means @ error
+        else:  # Conv weight [O, I/groups, kH, kW]: output channel o reads its group's I/groups input channels
+            groups = _attribute(node, "group", 1)
+            per_group = means.reshape(groups, -1)[np.arange(len(error)) // (len(error) // groups)]
+            shift = np.einsum("oihw,oi->o", error, per_group)
+        corrected[node.input[2]] = (values[node.input[2]] - shift).astype(np.float32)
+    return corrected
 
 
 def max_probability_change(reference: onnx.ModelProto, candidate: onnx.ModelProto, batch: np.ndarray,
@@ -141,7 +185,17 @@ def compact_weights(proto: onnx.ModelProto, batch: np.ndarray, temperature: floa
 
 
 def _cast_target(node: onnx.NodeProto) -> int | None:
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
+    return _attribute(node, "to", None)
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _plain_gemm(node: onnx.NodeProto) -> bool:
+    """A Conv, or a Gemm that computes x @ W (+ bias) without scaling or a transposed input."""
+    return node.op_type != "Gemm" or (_attribute(node, "alpha", 1.0) == 1.0 and _attribute(node, "beta", 1.0) == 1.0
+                                      and not _attribute(node, "transA", 0))
 
 
 def _replace(graph: onnx.GraphProto, initializers: list, nodes: list) -> None:
