@@ -21,6 +21,7 @@ from skin_demo.train.weight_storage import INT8, with_float16_weights
 from tests.fake_clinical import make_fake_clinical
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 from tests.fake_isic import make_fake_isic2017
+from tests.fake_not_lesion import CATEGORIES, make_fake_not_lesion
 from tests.tiny_packages import DOMAIN_CHECK_LABELS, save_graph_package, tiny_config
 
 SIZE, CHANNELS = 32, 64
@@ -81,7 +82,8 @@ def test_compact_writes_the_int8_package_with_its_validation_change(tmp_path, da
     out = tmp_path / "int8"
     # A random network on 8-14 synthetic images per source: one flipped call moves a metric by 0.07-0.13, so the
     # limit is wide here (the refusal at the limit is the next test).
-    assert cli(source, "--out", out, *data, "--batch-size", "8", "--max-change", str(LIMIT)) == 0
+    negatives = ["--not-lesion", make_fake_not_lesion(tmp_path / "not_lesion")] if task == "lesion_check" else []
+    assert cli(source, "--out", out, *data, *negatives, "--batch-size", "8", "--max-change", str(LIMIT)) == 0
     printed = capsys.readouterr().out
     metric = compact.JUDGED_ON[task][0]
     assert "validation split" in printed and all(s in printed for s in ("ham10000", "isic2017", "clinical"))
@@ -103,11 +105,17 @@ def test_compact_writes_the_int8_package_with_its_validation_change(tmp_path, da
                         provenance["int8_bias_correction"])
     change = provenance["int8_validation_change"]
     assert change["limit"] == LIMIT
-    assert set(change["per_source"]) == {"ham10000", "isic2017", "clinical"}
+    # A lesion check is also judged on what it must reject: the not_lesion validation photos (1 of 5 per category).
+    judged = {"ham10000", "isic2017", "clinical"} | ({"not_lesion"} if task == "lesion_check" else set())
+    assert set(change["per_source"]) == judged
+    if task == "lesion_check":
+        rejection = change["per_source"]["not_lesion"]
+        assert rejection["n"] == len(CATEGORIES) and rejection["split"].endswith(":val")
+        assert set(rejection["metrics"]) == {compact.NOT_LESION_METRIC} and "not_lesion" in printed
     ham = change["per_source"]["ham10000"]
     assert ham["split"].endswith("split.csv:val") and ham["n"] > 0
     assert set(ham["metrics"]) == set(compact.JUDGED_ON[task])
-    assert all(abs(c["metrics"][metric]["change"] or 0) <= LIMIT for c in change["per_source"].values())
+    assert all(abs(row["change"] or 0) <= LIMIT for c in change["per_source"].values() for row in c["metrics"].values())
     assert provenance["int8_max_probability_change"] == max(c["max_probability_change"]
                                                             for c in change["per_source"].values())
 
@@ -115,7 +123,7 @@ def test_compact_writes_the_int8_package_with_its_validation_change(tmp_path, da
 def test_compact_refuses_a_change_over_the_limit_and_writes_nothing(tmp_path, data, capsys):
     source = make_package(tmp_path / "source", "malignancy")
     out = tmp_path / "int8"
-    assert cli(source, "--out", out, *data, "--max-change", "-1") == 1  # any change, even none, is over -1
+    assert cli(source, "--out", out, *data, "--max-change", "-1") == 1  # a drop of at most -1: a gain of 1 or more
     captured = capsys.readouterr()
     assert "roc_auc" in captured.out and "not written; keep the source package" in captured.err
     assert not out.exists()
@@ -140,3 +148,17 @@ def test_compact_refusals_name_the_problem(tmp_path, data, capsys):
     (source / "config.json").write_text(json.dumps(config))
     assert cli(source, "--out", tmp_path / "int8", *data) == 1
     assert "pass --lesion-type" in capsys.readouterr().err
+    # A lesion check cannot be judged without the photos it must reject.
+    check = make_package(tmp_path / "check", "lesion_check")
+    assert cli(check, "--out", tmp_path / "check_int8", *data) == 1
+    assert "pass --not-lesion" in capsys.readouterr().err and not (tmp_path / "check_int8").exists()
+
+
+def test_only_a_drop_over_the_limit_refuses_the_int8_package():
+    """The bundled lesion check's int8 copy called one more ISIC 2017 image of 124 dermoscopy (+0.0082): a gain."""
+    def changes(**by_metric):
+        return {"isic2017": {"metrics": {m: {"change": c} for m, c in by_metric.items()}}}
+
+    assert compact.metrics_too_low(changes(domain_rate=0.0082, pass_rate=0.0), 0.005) == []
+    assert compact.metrics_too_low(changes(specificity=-0.005, roc_auc=None), 0.005) == []
+    assert compact.metrics_too_low(changes(specificity=-0.0091), 0.005) == ["isic2017 specificity by -0.0091"]

@@ -21,8 +21,7 @@ from skin_demo.postprocess import DOMAIN_LABELS, image_domain, lesion_check
 from skin_demo.train.cli import main
 from skin_demo.train.lesion_check import fit_mlp, nuisance, probabilities, torch_head
 from tests.fake_ham import make_fake_ham10000, write_fake_split
-
-CATEGORIES = ("everyday photo", "rash or other skin disease", "healthy skin", "hands and faces", "document")
+from tests.fake_not_lesion import CATEGORIES, make_fake_not_lesion
 
 
 def _noise_image(path: Path, rng: np.random.Generator, base: tuple[int, int, int], size=(64, 48)) -> None:
@@ -45,16 +44,7 @@ def _fake_sources(root: Path) -> dict[str, Path]:
             image_id = f"ISIC_{9000000 + i}"
             _noise_image(isic / "images" / f"{image_id}.jpg", rng, (150, 90, 80), size=(64, 64))
             writer.writerow([image_id, "nv", 0, split, image_id, "train/malignant/1.jpg" if i == 0 else ""])
-    not_lesion = root / "not_lesion"
-    not_lesion.mkdir()
-    with (not_lesion / "labels.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "source", "category", "source_path", "width", "height"])
-        for c, category in enumerate(CATEGORIES):
-            for i in range(5):
-                name = f"images/c{c}_{i}.jpg"
-                _noise_image(not_lesion / name, rng, (40 + 40 * c, 200 - 30 * c, 120))
-                writer.writerow([name, f"source{c}", category, name, 64, 48])
+    not_lesion = make_fake_not_lesion(root / "not_lesion")
     mvb = root / "mvb"
     mvb.mkdir()
     with (mvb / "fanconi_to_ham10000_map.csv").open("w", newline="") as handle:
