@@ -20,6 +20,8 @@ from skin_demo.modelpack import ModelPack
 from skin_demo.postprocess import DOMAIN_LABELS, image_domain, lesion_check
 from skin_demo.train.cli import main
 from skin_demo.train.lesion_check import fit_mlp, nuisance, probabilities, torch_head
+from skin_demo.train.package_files import write_package
+from skin_demo.train.weight_storage import with_int8_weights
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 from tests.fake_not_lesion import CATEGORIES, make_fake_not_lesion
 
@@ -104,13 +106,9 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
         assert sorted(r["split"] for r in rows if r["category"] == category) == ["fit", "fit", "fit", "test", "val"]
 
     # The recorded per-category numbers are what the app's own path gives for the test images.
-    test_files = [r["file"] for r in rows if r["split"] == "test"]
-    for row in (r for r in rows if r["split"] == "test"):
-        batch = preprocess(load_image(sources["not_lesion"] / row["file"]), config.preprocess)[None]
-        p = dict(zip(config.labels, pack.probabilities(batch)[0].tolist()))
-        recorded = config.metrics["per_category"][row["category"]]
-        assert recorded["n"] == 1 and recorded["passed"] == int(lesion_check(p, config).passed)
-    assert len(test_files) == 5
+    test_rows = [r for r in rows if r["split"] == "test"]
+    assert len(test_rows) == 5
+    _assert_recorded_as_served(pack, test_rows, sources["not_lesion"])
     per_source = config.metrics["per_source"]
     assert per_source["ham10000"]["n"] == 14 and per_source["isic2017"]["n"] == 2
     # Clinical photos per atlas and together (where the targets apply); the domain found is what image_domain says.
@@ -140,6 +138,30 @@ def test_lesion_check_command_writes_a_package_the_app_loads(tmp_path, capsys):
     assert json.loads((package / "eval" / "metrics.json").read_text())["task"] == "lesion_check"
     assert main(["lesion-check", "--show", str(package)]) == 0
     assert "not a lesion: document" in capsys.readouterr().out
+
+    # --measure: the same package with other weights (its int8 copy, say) gets its test figures measured again;
+    # the validation and leave-one-source-out figures of the fit stay.
+    changed = tmp_path / "changed"
+    proto = with_int8_weights(onnx.load(str(package / "model.onnx")), min_elements=16)
+    write_package(changed, proto, config, card="")
+    assert main(["lesion-check", "--measure", str(changed), *argv[1:15], "--threads", "1"]) == 0
+    remeasured = ModelPack.load(changed)
+    for key in ("validation", "leave_one_source_out"):
+        assert remeasured.config.metrics[key] == config.metrics[key]
+    assert remeasured.config.provenance == config.provenance
+    _assert_recorded_as_served(remeasured, test_rows, sources["not_lesion"])
+    assert "| not a lesion: document |" in (changed / "README.md").read_text()
+    assert json.loads((changed / "eval" / "metrics.json").read_text())["task"] == "lesion_check"
+
+
+def _assert_recorded_as_served(pack: ModelPack, test_rows: list[dict], not_lesion: Path) -> None:
+    """Each not_lesion test image (one per category) passed or not as the package's recorded figures say."""
+    config = pack.config
+    for row in test_rows:
+        batch = preprocess(load_image(not_lesion / row["file"]), config.preprocess)[None]
+        p = dict(zip(config.labels, pack.probabilities(batch)[0].tolist()))
+        recorded = config.metrics["per_category"][row["category"]]
+        assert recorded["n"] == 1 and recorded["passed"] == int(lesion_check(p, config).passed)
 
 
 def test_nuisance_is_seeded_and_keeps_an_rgb_image():

@@ -127,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     sizes = [(folder / MODEL_FILE).stat().st_size / 1e6 for folder in (args.package, args.out)]
+    measure = "lesion-check --measure" if source.config.task == "lesion_check" else "evaluate"
     print(f"wrote {args.out}: model.onnx {sizes[0]:.2f} -> {sizes[1]:.2f} MB; its {CONFIG_FILE} metrics and card "
-          f"are still the source's test figures (`python -m skin_demo.train evaluate {args.out} ...` re-measures)")
+          f"are still the source's test figures (`python -m skin_demo.train {measure} {args.out} ...` re-measures)")
     return 0
 
 

@@ -21,6 +21,8 @@ dermoscopy source's and 95 % of each clinical atlas's validation images (`--min-
         --clinical ../shared/data/clinical \\
         --out runs/lesion_check --package models/lesion_check
     python -m skin_demo.train lesion-check --show models/lesion_check   # print the recorded table
+    python -m skin_demo.train lesion-check --measure DIR --ham ... --isic ... --not-lesion ... --mvb ... \
+        --clinical ...     # the test figures of a changed file again, e.g. the int8 copy `compact` wrote
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from skin_demo.modelpack import ModelPack
 from skin_demo.train.lesion_check.head import MIN_VAL_PASS_RATE
-from skin_demo.train.lesion_check.pipeline import fit
+from skin_demo.train.lesion_check.pipeline import fit, measure
 from skin_demo.train.lesion_check.table import format_table
 from skin_demo.train.model import DEFAULT_ARCHITECTURE
 
@@ -42,6 +44,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--show", type=Path, metavar="PACKAGE",
                         help="print the table recorded in a package; fit nothing")
+    parser.add_argument("--measure", type=Path, metavar="PACKAGE",
+                        help="measure a finished package's test figures again (its file changed, e.g. int8 "
+                             "weights from `compact`) and record them; fit nothing")
     parser.add_argument("--ham", type=Path, help="HAM10000 folder (positives)")
     parser.add_argument("--ham-split", type=Path, default=Path("models/ham10000_split.csv"))
     parser.add_argument("--isic", type=Path, help="ISIC 2017 folder (positives, split by isic2017_split)")
@@ -72,14 +77,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """With --show, print a package's recorded table; otherwise fit the package and print its table."""
+    """With --show, print a package's recorded table; with --measure, measure its test figures again; otherwise
+    fit the package. Prints the table."""
     if args.show:
         print(format_table(ModelPack.load(args.show, threads=1).config))
         return 0
-    missing = [f"--{n.replace('_', '-')}" for n in ("ham", "isic", "not_lesion", "mvb", "clinical", "out", "package")
-               if getattr(args, n) is None]
+    needed = ("ham", "isic", "not_lesion", "mvb", "clinical") + (() if args.measure else ("out", "package"))
+    missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
     if missing:
         raise SystemExit(f"lesion-check: {', '.join(missing)} required (or --show PACKAGE)")
-    config = fit(args)
+    config = measure(args) if args.measure else fit(args)
     print(format_table(config))
     return 0

@@ -9,15 +9,18 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
-from skin_demo.config import PackageConfig
+from skin_demo.config import MODEL_FILE, PackageConfig
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack, session_options
 from skin_demo.postprocess import CLINICAL, DERMOSCOPY, DOMAIN_LABELS, NOT_LESION
@@ -49,6 +52,7 @@ from skin_demo.train.model import MultiTaskNet, preprocess_config
 from skin_demo.train.package_build import build_package
 from skin_demo.train.package_files import write_package
 from skin_demo.train.report import write_report
+from skin_demo.train.results import EvalReport
 from skin_demo.train.run_info import git_commit, jsonable
 
 log = logging.getLogger("skin_demo.train")
@@ -120,7 +124,62 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     # The test numbers come from the exported file loaded as the app loads it, so it is written first to the
     # run folder; the package itself is written once, with those numbers in its config and card.
     unevaluated = write_package(out / "unevaluated", proto, config, card="")
-    pack = ModelPack.load(unevaluated, threads=args.threads)
+    tested = measure_test(unevaluated, items, [i for i in flat if i.subset == "test"], seed=args.seed,
+                          cost_images=args.cost_images, split=_split_name(args), threads=args.threads)
+    minutes = round((time.perf_counter() - started) / 60, 1)
+
+    val = {"pass_rate": head.val_pass, "rejection_rate": head.val_rejection,
+           "domain_accuracy": head.val_domain_accuracy, "alpha": head.alpha}
+    metrics = _metrics(tested, val, loso)
+    counts = {label: len(fitted[label][0]) for label in DOMAIN_LABELS} | {"flat_generated": len(fit_flat)}
+    provenance = {**config.provenance,
+                  **_provenance(args, head, x_fit.shape[1], counts, copies, min_pass, minutes, feature_minutes)}
+    config = dataclasses.replace(config, metrics=metrics, provenance=provenance)
+    package = _write_measured(Path(args.package), proto, config, tested.report)
+    log.info("lesion check package -> %s (%.1f min)", package, minutes)
+    return config
+
+
+def measure(args: argparse.Namespace) -> PackageConfig:
+    """Measure the test figures of the finished lesion check `args.measure` again, through the serving path, on the
+    test items its own fit measured (the seeded not_lesion split and generated flat pictures of its recorded
+    seed): for a package whose file changed after fitting, e.g. its int8 copy written by `compact`. The validation
+    and leave-one-source-out figures (measured on the fit's features) are kept, and so is the provenance (with
+    `compact`'s per-source validation change)."""
+    package = Path(args.measure)
+    config = ModelPack.load(package, threads=args.threads).config
+    recorded = config.provenance.get("args", {})
+    seed = recorded.get("seed", args.seed)
+    items = split_not_lesion(args.not_lesion, seed=seed) + read_positives(args.ham, args.ham_split, args.isic,
+                                                                           args.mvb, args.clinical)
+    with tempfile.TemporaryDirectory(prefix="skin_demo_flat_") as tmp:
+        flat = write_flat_images(Path(tmp), seed, recorded.get("flat_images", args.flat_images))
+        tested = measure_test(package, items, [i for i in flat if i.subset == "test"], seed=seed,
+                              cost_images=recorded.get("cost_images", args.cost_images), split=_split_name(args),
+                              threads=args.threads)
+    old = config.metrics
+    config = dataclasses.replace(config, metrics=_metrics(tested, old["validation"], old["leave_one_source_out"]))
+    _write_measured(package, onnx.load(str(package / MODEL_FILE)), config, tested.report)
+    return config
+
+
+@dataclass(frozen=True)
+class TestFigures:
+    """What `measure_test` measured: the report over all test items, pass / rejection rates per source or
+    category, the same for disguised images and flat pictures, and the inference cost."""
+
+    report: EvalReport
+    per_group: dict[str, dict]
+    robustness: dict[str, dict]
+    cost: dict[str, float]
+
+
+def measure_test(package_dir: Path, items: list[Item], flat_test: list[Item], *, seed: int, cost_images: int,
+                 split: str, threads: int) -> TestFigures:
+    """The test figures of the package in `package_dir`, loaded as the app loads it, on the test and check
+    subsets of `items` and the generated flat pictures `flat_test`."""
+    pack = ModelPack.load(package_dir, threads=threads)
+    config = pack.config
     tested = [i for i in items if i.subset in ("test", "check")]
     probs = serve_probabilities(pack, tested)
     per_group = rates(tested, probs, config)
@@ -132,49 +191,41 @@ def fit(args: argparse.Namespace) -> PackageConfig:
     # non-lesion photos pooled, since a vignette or a colour cast must not make a cat pass either.
     disguised = [dataclasses.replace(i, group=f"{i.group if i.lesion else 'not_lesion'}{NUISANCE_SUFFIX}")
                  for i in tested if i.subset == "test"]
-    robustness = rates(disguised, serve_probabilities(pack, disguised, nuisance_seed=args.seed + 1_000_003), config)
-    flat_test = [i for i in flat if i.subset == "test"]
+    robustness = rates(disguised, serve_probabilities(pack, disguised, nuisance_seed=seed + 1_000_003), config)
     robustness |= rates(flat_test, serve_probabilities(pack, flat_test), config)
     is_test = np.array([i.subset == "test" for i in tested])
     calls = served_calls(probs[is_test], config)
     report = compute_report(
         np.array([DOMAIN_LABELS.index(i.label) for i in tested if i.subset == "test"]), probs[is_test],
-        DOMAIN_LABELS, task=TASK, split=_split_name(args),
+        DOMAIN_LABELS, task=TASK, split=split,
         predicted=np.array([DOMAIN_LABELS.index(domain) for _, domain in calls]),
     )
     test_items = [i for i in tested if i.subset == "test"]
-    timed = test_items[:: max(1, len(test_items) // max(1, args.cost_images))][: args.cost_images]
-    cost = measure_cost_ms(unevaluated, timed)
-    minutes = round((time.perf_counter() - started) / 60, 1)
+    timed = test_items[:: max(1, len(test_items) // max(1, cost_images))][:cost_images]
+    return TestFigures(report, per_group, robustness, measure_cost_ms(package_dir, timed))
 
-    val = {"pass_rate": head.val_pass, "rejection_rate": head.val_rejection,
-           "domain_accuracy": head.val_domain_accuracy, "alpha": head.alpha}
-    metrics = _metrics(report, per_group, robustness, val, loso, cost)
-    counts = {label: len(fitted[label][0]) for label in DOMAIN_LABELS} | {"flat_generated": len(fit_flat)}
-    provenance = {**config.provenance,
-                  **_provenance(args, head, x_fit.shape[1], counts, copies, min_pass, minutes, feature_minutes)}
-    config = dataclasses.replace(config, metrics=metrics, provenance=provenance)
-    package = write_package(Path(args.package), proto, config, render_card(config))
+
+def _write_measured(package_dir: Path, proto: onnx.ModelProto, config: PackageConfig, report: EvalReport) -> Path:
+    """Write the package with its measured config and card, and its eval/ report."""
+    package = write_package(package_dir, proto, config, render_card(config))
     # eval/ holds this evaluation only: files an older report wrote must not sit beside the new numbers.
     shutil.rmtree(package / "eval", ignore_errors=True)
     write_report(report, package / "eval", title="Evaluation: lesion check")
-    log.info("lesion check package -> %s (%.1f min)", package, minutes)
-    return config
+    return package
 
 
-def _metrics(report, per_group: dict[str, dict], robustness: dict[str, dict], val: dict, loso: dict,
-             cost: dict) -> dict:
+def _metrics(tested: TestFigures, val: dict, loso: dict) -> dict:
     """config.json `metrics`: the EvalReport headline, flat rates for the app's model list, and the tables."""
     return {
-        **report.headline(),
-        **_headline_rates(per_group),
-        "cost_ms_per_image": cost["model"],
-        "per_source": {g: r for g, r in per_group.items() if "pass_rate" in r},
-        "per_category": {g: r for g, r in per_group.items() if "rejection_rate" in r},
-        "robustness": robustness,
+        **tested.report.headline(),
+        **_headline_rates(tested.per_group),
+        "cost_ms_per_image": tested.cost["model"],
+        "per_source": {g: r for g, r in tested.per_group.items() if "pass_rate" in r},
+        "per_category": {g: r for g, r in tested.per_group.items() if "rejection_rate" in r},
+        "robustness": tested.robustness,
         "leave_one_source_out": loso,
         "validation": val,
-        "cost_ms": cost,
+        "cost_ms": tested.cost,
         "targets": TARGETS,
     }
 
