@@ -185,3 +185,18 @@ def test_compact_weights_takes_the_smallest_storage_within_the_limit(batch, monk
     assert proto is full and checks["weights"] == FLOAT32
     assert set(checks) == {"weights", "int8_max_probability_change", "float16_max_probability_change"}
     assert FLOAT16 != INT8 != FLOAT32
+
+
+def test_describe_says_how_the_file_stores_its_weights_and_what_int8_cost():
+    assert weight_storage.describe({"weights": FLOAT16}) == FLOAT16
+    assert weight_storage.describe({}) is None
+    compacted = {
+        "weights": INT8, "int8_converted_from": FLOAT16, "int8_bias_correction": "48 images: 16 (seeded) of ...",
+        "int8_validation_change": {"limit": 0.005, "per_source": {
+            "ham10000": {"metrics": {"pass_rate": {"change": 0.0}, "domain_rate": {"change": 0.0013}}},
+            "not_lesion": {"metrics": {"rejection_rate": {"change": -0.0018}}},
+            "clinical": {"metrics": {"domain_rate": {"change": None}}}}},
+    }
+    text = weight_storage.describe(compacted)
+    assert text.startswith(f"{INT8}; converted from a file with {FLOAT16}; biases corrected on 48 images")
+    assert "largest drop of a validation metric 0.0018 over 3 sources (limit 0.005)" in text

@@ -16,6 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from skin_demo.config import PackageConfig
 from skin_demo.taxonomy import DESCRIPTIONS, SOURCE_NAMES, display_name
+from skin_demo.train import weight_storage
 from skin_demo.train.results import WEAK_CLASS_FLOOR, Evaluation
 from skin_demo.train.report import (
     CONFUSION_PNG,
@@ -274,6 +275,7 @@ def _training_rows(config: PackageConfig) -> list[tuple[str, str]]:
         ("Temperature", f"{config.temperature:g}"),
         ("Decision threshold", fmt(config.decision_threshold, 4) if config.decision_threshold is not None else None),
         ("ONNX parity (max abs logit diff vs the training framework)", p.get("onnx_parity_max_abs_logit_diff")),
+        ("Weights in the file", weight_storage.describe(p)),
     ]
     return [(name, str(value)) for name, value in rows if value not in (None, "")]
 

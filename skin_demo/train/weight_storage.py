@@ -3,8 +3,8 @@
 model.onnx is most of what the on-device page downloads, and the weights are most of model.onnx. Both transforms
 keep every tensor the graph computes with: each stored weight is turned back into the float32 tensor the graph
 used before by nodes at the top of the graph (a Cast, and for int8 a Mul by its per-channel scale), so serving
-and the browser need no change. The rounding moves outputs slightly, so `compact_weights` measures the change on real images and keeps
-the smallest storage within MAX_PROBABILITY_CHANGE. onnx and ONNX Runtime only (no torch): an existing package can
+and the browser need no change. The rounding moves outputs slightly, so `compact_weights` measures the change on
+real images and keeps the smallest storage within MAX_PROBABILITY_CHANGE. onnx and ONNX Runtime only (no torch): an existing package can
 be converted without the training stack.
 """
 
@@ -182,6 +182,22 @@ def compact_weights(proto: onnx.ModelProto, batch: np.ndarray, temperature: floa
         log.warning("%s: %s weights move a probability by %.2e (limit %.0e)", task, name, change,
                     MAX_PROBABILITY_CHANGE)
     return proto, {"weights": FLOAT32, **checks}
+
+
+def describe(provenance: dict[str, Any]) -> str | None:
+    """How a package's file stores its weights, in words for its model card, from its provenance (None if it does
+    not say): the storage, and for a `compact` conversion where from, the bias correction and the largest drop of
+    a validation metric it was judged on."""
+    storage = provenance.get("weights")
+    if storage is None or "int8_validation_change" not in provenance:
+        return storage
+    judged = provenance["int8_validation_change"]
+    changes = [row["change"] for c in judged["per_source"].values() for row in c["metrics"].values()
+               if row["change"] is not None]
+    return (f"{storage}; converted from a file with {provenance.get('int8_converted_from', FLOAT32)}; biases "
+            f"corrected on {provenance.get('int8_bias_correction', 'no images')}; largest drop of a validation metric "
+            f"{max(0.0, -min(changes, default=0.0)):.4f} over {len(judged['per_source'])} sources (limit "
+            f"{judged['limit']})")
 
 
 def _cast_target(node: onnx.NodeProto) -> int | None:

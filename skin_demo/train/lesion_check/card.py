@@ -11,6 +11,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from skin_demo.config import PackageConfig
+from skin_demo.train import weight_storage
 from skin_demo.train.card import LICENSE, NOT_A_DIAGNOSIS
 from skin_demo.train.lesion_check.table import format_table
 from skin_demo.taxonomy import SOURCE_NAMES
@@ -47,6 +48,7 @@ def render_card(config: PackageConfig) -> str:
         provenance=p,
         feature_extraction=_minutes(p.get("feature_extraction_minutes")),
         fit=p["fit_images"],
+        weights=weight_storage.describe(p),
     )
     return str(card)
 
