@@ -5,14 +5,15 @@
 A lighter on-device load: rewrites a finished package's weights as int8 (`weight_storage.with_int8_weights`;
 float32 compute; the biases corrected for the rounding's mean shift on CALIBRATION_IMAGES images of each source's
 TRAIN split) and writes it to DIR only if no source's validation metric drops by more than --max-change
-(default MAX_METRIC_CHANGE; every metric judged is higher-is-better, and a gain is not held against the int8 file). Both packages run on each source's VALIDATION split (the test split stays for
-reporting) through the serving path (`load_image`, `preprocess`, `ModelPack`, `postprocess`), and what the package
-is judged on is compared: malignancy ROC AUC and sensitivity / specificity at the threshold of the source's image
-domain (a domain decided on the lesion-type sum needs --lesion-type), lesion-type balanced accuracy, lesion-check
-pass rate and the share of passed images given their own domain, and for a lesion check also the share of
---not-lesion validation photos it rejects. DIR keeps the source's config (its provenance
-gains the per-source change), card and eval/: the recorded test figures are the source package's until
-`evaluate DIR` measures the new file.
+(default MAX_METRIC_CHANGE; every metric judged is higher-is-better, and a gain is not held against the int8
+file). Both packages run on each source's VALIDATION split (the test split stays for reporting) through the serving
+path (`load_image`, `preprocess`, `ModelPack`, `postprocess`), and what the package is judged on is compared:
+malignancy ROC AUC and sensitivity / specificity at the threshold of the source's image domain (a domain decided on
+the lesion-type sum needs --lesion-type), lesion-type balanced accuracy, lesion-check pass rate and the share of
+passed images given their own domain, and for a lesion check also the share of --not-lesion validation photos it
+rejects. DIR keeps the source's config (its provenance gains the per-source change), card and eval/: the recorded
+test figures are the source package's until `evaluate DIR` (`lesion-check --measure DIR` for a lesion check)
+measures the new file.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ model.onnx is most of what the on-device page downloads, and the weights are mos
 keep every tensor the graph computes with: each stored weight is turned back into the float32 tensor the graph
 used before by nodes at the top of the graph (a Cast, and for int8 a Mul by its per-channel scale), so serving
 and the browser need no change. The rounding moves outputs slightly, so `compact_weights` measures the change on
-real images and keeps the smallest storage within MAX_PROBABILITY_CHANGE. onnx and ONNX Runtime only (no torch): an existing package can
-be converted without the training stack.
+real images and keeps the smallest storage within MAX_PROBABILITY_CHANGE. onnx and ONNX Runtime only (no torch):
+an existing package can be converted without the training stack.
 """
 
 from __future__ import annotations
