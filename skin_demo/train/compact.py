@@ -47,7 +47,7 @@ from skin_demo.train.evaluate import (
     preprocessed_batches,
     report_for,
 )
-from skin_demo.train.lesion_check.data import Item, split_not_lesion
+from skin_demo.train.lesion_check.data import split_not_lesion
 from skin_demo.train.lesion_check.measure import served_calls
 from skin_demo.train.package_files import write_package
 from skin_demo.train.sources import DOMAIN_OF_SOURCE
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="skin_demo_compact_") as tmp:
             candidate = ModelPack.load(write_package(Path(tmp), proto, source.config, card), threads=args.threads)
             changes = {s.source: compare_on(s, source, candidate, lesion_type, args.batch_size) for s in sets}
-            if negatives:
-                changes["not_lesion"] = compare_not_lesion(negatives, source, candidate, args.batch_size)
+            if negatives is not None:
+                changes[negatives.source] = compare_not_lesion(negatives, source, candidate, args.batch_size)
         print(format_table(args.package, changes, args.max_change))
         too_low = metrics_too_low(changes, args.max_change)
         if too_low:
@@ -142,27 +142,29 @@ def calibration_images(args: argparse.Namespace, config: PackageConfig) -> np.nd
     return np.concatenate(list(preprocessed_batches(samples, config.preprocess)))
 
 
-def not_lesion_items(config: PackageConfig, root: Path | None) -> list[Item]:
-    """The not_lesion validation photos a lesion check is judged on (the seeded split it was trained with); none
+def not_lesion_items(config: PackageConfig, root: Path | None) -> HeldOutSet | None:
+    """The not_lesion validation photos a lesion check is judged on (the seeded split it was trained with); None
     for the classifiers. Raises CompactError for a lesion check without --not-lesion."""
     if config.task != "lesion_check":
-        return []
+        return None
     if root is None:
         raise CompactError("a lesion check must go on rejecting what is not a lesion: pass --not-lesion "
                            "../shared/data/not_lesion")
     seed = config.provenance.get("args", {}).get("seed", 0)
-    return [item for item in split_not_lesion(root, seed=seed) if item.subset == "val"]
+    items = tuple(item for item in split_not_lesion(root, seed=seed) if item.subset == "val")
+    return HeldOutSet("not_lesion", f"not_lesion (seeded split, seed {seed}):val", items)
 
 
-def compare_not_lesion(items: list[Item], source: ModelPack, candidate: ModelPack,
+def compare_not_lesion(negatives: HeldOutSet, source: ModelPack, candidate: ModelPack,
                        batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, Any]:
     """What `candidate` changes against `source` (two lesion checks) on not_lesion photos, read as the app reads
     them: the rejection rate, the largest probability change and inference ms per image, in `compare_on`'s form."""
+    items = negatives.samples
     probs, seconds = predict_samples([source, candidate], items, batch_size=batch_size)
     before, after = (round(sum(not passed for passed, _ in served_calls(p, source.config)) / len(items), 4)
                      for p in probs)
     return {
-        "split": f"not_lesion (seeded split, seed {source.config.provenance.get('args', {}).get('seed', 0)}):val",
+        "split": negatives.split,
         "n": len(items),
         "metrics": {NOT_LESION_METRIC: {"source": before, "int8": after, "change": round(after - before, 4)}},
         "max_probability_change": float(f"{np.max(np.abs(probs[0] - probs[1])):.3g}"),

@@ -2,9 +2,9 @@
 
 `mount_on_device(app, models)` adds one Starlette sub-application in front of the app's routes: the page, its
 scripts, the vendored runtime (the wasm sent gzip-encoded, as it is stored), manifest.json and each package's
-model.onnx under a content-hashed URL (gzip-encoded, compressed once at startup). Only these files are served; the page never sends anything back. Every
-response of the sub-application carries COOP/COEP, so the page is cross-origin isolated and ONNX Runtime Web may use
-threads; the Gradio page's own responses are left as they are.
+model.onnx under a content-hashed URL (gzip-encoded, compressed once at startup). Only these files are served; the
+page never sends anything back. Every response of the sub-application carries COOP/COEP, so the page is
+cross-origin isolated and ONNX Runtime Web may use threads; the Gradio page's own responses are left as they are.
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ def build_manifest(
     malignancy: the malignancy package's config, which the words for each domain's call quote.
     texts: the warnings, as page_texts() gives them.
     wasm_transfer_bytes: what a first visit downloads for the runtime (the compressed size where the server sends it
-    gzip-encoded); model_transfer_bytes: the same per model (default: the file's size). server_page: a URL of the server's own page, relative to the on-device page, or None.
+    gzip-encoded); model_transfer_bytes: the same per model (default: the file's size). server_page: a URL of the
+    server's own page, relative to the on-device page, or None.
     """
     runtime = runtime_dir()
     labels = list(dict.fromkeys([*(label for file in models.values() for label in file.labels),
