@@ -51,3 +51,18 @@ def test_compare_warns_when_the_schedules_differ(tmp_path, capsys):
     write_run(tmp_path / "b", [record(1, 0.5, 0.5)], epochs=8)
     main(["compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert "the comparison is unfair" in capsys.readouterr().out
+
+
+def test_compare_names_the_settings_that_differ_and_only_the_tasks_every_run_trained(tmp_path, capsys):
+    write_run(tmp_path / "joint", [record(1, 0.5, 0.5)], phone_look=0.5, out="runs/joint", threads=2)
+    write_run(tmp_path / "lesion-only", [record(1, 0.6, 0.6)], phone_look=0.0, tasks=["lesion_type"],
+              out="runs/lesion-only", threads=1)
+    main(["compare", str(tmp_path / "joint"), str(tmp_path / "lesion-only")])
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| run |"))
+    # Settings that differ are columns; how a run was carried out (its folder, threads) is not.
+    assert header.startswith("| run | arch | tasks | phone_look | epochs done | lesion type: balanced accuracy")
+    assert "malignancy" not in header and "threads" not in header and "out" not in header
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    assert "| lesion_type malignancy | 0.5 | 1 of 4 |" in rows["joint"]
+    assert "| lesion_type | 0.0 | 1 of 4 |" in rows["lesion-only"]

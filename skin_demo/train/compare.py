@@ -16,6 +16,8 @@ from skin_demo.taxonomy import SOURCE_NAMES
 
 METRICS = {"lesion_type": "lesion type: balanced accuracy", "malignancy": "malignancy: ROC AUC"}
 SCHEDULE_ARGS = ("epochs", "warm_epochs", "warm_size", "image_size", "batch_size", "lr", "seed")
+# How a run is carried out, not what it trains: never a column of the comparison.
+MECHANICS_ARGS = ("command", "out", "resume", "cache", "threads", "workers", "no_export", "limit_train", "limit_val")
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,28 @@ def format_comparison(runs: list[Path], within: int | None = None) -> str:
                       for weights in ("raw", "ema") if weights in record
                       for task in tasks for s in record[weights][task] if s != "selection"})
     names = " / ".join(SOURCE_NAMES.get(s, s) for s in sources)
-    lines += ["", "| run | architecture | colour constancy | epochs done | " + " | ".join(
+    settings = differing_settings([args for _, args, _ in loaded])
+    lines += ["", "| run | " + "".join(f"{name} | " for name in settings) + "epochs done | " + " | ".join(
         f"{METRICS[t]} ({names} / mean) @ epoch" for t in tasks) + " |",
-        "|---|---|---|---|" + "---|" * len(tasks)]
+        "|---|" + "---|" * len(settings) + "---|" + "---|" * len(tasks)]
     for run, args, history in loaded:
         cells = []
         for task in tasks:
             best = best_within(history["history"], task, within)
             scores = " / ".join(f"{best.per_source.get(s, float('nan')):.3f}" for s in sources)
             cells.append(f"{scores} / **{best.per_source['selection']:.3f}** @ {best.epoch} {best.weights}")
-        lines.append(f"| {run.name} | {args['arch']} | {args.get('color_constancy', 'none')} | "
-                     f"{len(history['history'])} of {args['epochs']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run.name} | " + "".join(f"{_setting(args.get(name))} | " for name in settings)
+                     + f"{len(history['history'])} of {args['epochs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def differing_settings(runs_args: list[dict]) -> list[str]:
+    """The training settings (args.json keys) whose values differ between the runs, in args order; the
+    architecture always, so a table says what was trained."""
+    names = list(dict.fromkeys(name for args in runs_args for name in args if name not in MECHANICS_ARGS))
+    differing = [name for name in names if len({json.dumps(args.get(name)) for args in runs_args}) > 1]
+    return differing if "arch" in differing else ["arch", *differing]
+
+
+def _setting(value) -> str:
+    return " ".join(value) if isinstance(value, list) else str(value)
