@@ -249,3 +249,55 @@ def read_report(folder: Path) -> EvalReport | None:
         return EvalReport.from_json(path.read_text())
     except ValueError as exc:
         raise ValueError(f"{path} is not an evaluation report written by skin_demo.train: {exc}") from exc
+
+
+THREE_DOMAINS = ("HAM10000 (200x150 copy, models/ham10000_split.csv) + ISIC 2017 (256x256, challenge split) + "
+                 "clinical photos (DermNet NZ + SD-198, grouped split)")
+
+
+def test_a_card_trained_on_three_domains_says_so_and_names_the_score_each_source_was_called_on():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.3, 0.6, 0.5, 0.7, 0.9])
+    reports = {
+        source: compute_report(y, np.stack([1 - p, p], 1), ("benign", "malignant"), task="malignancy",
+                               threshold=threshold, split=split, score_from=score)
+        for source, split, threshold, score in (
+            ("ham10000", "models/ham10000_split.csv:test", 0.04, "lesion_type_sum"),
+            ("clinical", "clinical/labels.csv:test", 0.39, "binary_head"))
+    }
+    evaluation = Evaluation("malignancy", ("benign", "malignant"), reports)
+    assert evaluation.headline()["ham10000"]["score_from"] == "lesion_type_sum"
+    assert EvalReport.from_dict(reports["clinical"].to_dict()) == reports["clinical"]  # metrics.json keeps it
+    config = _config("malignancy", decision_threshold=0.04, metrics=evaluation.headline(),
+                     decision_thresholds={"dermoscopy": 0.04, "clinical": 0.39},
+                     decision_scores={"dermoscopy": "lesion_type_sum", "clinical": "binary_head"},
+                     provenance={"data": THREE_DOMAINS})
+    card = render_model_card(config, evaluation)
+    assert ModelCard(card).data.datasets == ["DermNet-NZ", "HAM10000", "ISIC-2017", "SD-198"]
+    body = card.split("\n---\n", 1)[1]
+    assert "benign vs malignant skin lesions from dermoscopy and ordinary photos (ONNX)" in body
+    # A source in parentheses is not split from its " + ".
+    assert "- ISIC 2017 (256x256, challenge split)\n- clinical photos (DermNet NZ + SD-198, grouped split)\n" in body
+    assert "| Score the call is made on | the lesion-type package's P(akiec) + P(bcc) + P(mel) | this package's " \
+           "P(malignant) |" in body
+    assert "| Decision threshold: score >= | 0.0400 | 0.3900 |" in body and "P(malignant) >= |" not in body
+    assert "Dermoscopy first, atlas photos second" in body and "no test set of phone photos exists" in body
+    assert "far weaker" not in body
+
+
+def test_the_cards_usage_example_makes_the_call_per_domain_as_the_package_says(tmp_path):
+    package = make_package(tmp_path / "pkg", "malignancy", size=(32, 32), config_overrides={
+        "decision_threshold": 0.04, "decision_thresholds": {"dermoscopy": 0.04, "clinical": 0.45},
+        "decision_scores": {"dermoscopy": "lesion_type_sum", "clinical": "binary_head"}})
+    pack = ModelPack.load(package)
+    image_path = tmp_path / "lesion.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, size=(40, 40, 3), dtype=np.uint8)).save(image_path)
+    code = re.search(r"```python\n(.*?)```", render_model_card(pack.config, None), re.S).group(1)
+    code = code.replace('Path("path/to/package")', f"Path({str(package)!r})").replace('"lesion.jpg"',
+                                                                                      repr(str(image_path)))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "card_example", "exec"), {})
+    p_malignant = pack.probabilities(preprocess(load_image(image_path), pack.config.preprocess)[None])[0][1]
+    assert f"flagged as malignant if the image is clinical: {p_malignant >= 0.45}" in out.getvalue()
+    assert "if the image is dermoscopy: flagged when the lesion-type package's sum >= 0.04" in out.getvalue()

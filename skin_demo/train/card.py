@@ -22,6 +22,7 @@ from skin_demo.train.report import (
     CONFUSION_PNG,
     METRICS_FILE,
     ROC_PNG,
+    SCORE_NAMES,
     column_title,
     confusion_table,
     fmt,
@@ -35,7 +36,8 @@ CARD_FILE = "README.md"
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 LICENSE = "cc-by-nc-4.0"
 TAGS = ["image-classification", "dermatology", "onnx", "skin-lesion", "dermoscopy", "medical-imaging"]
-DATASET_IDS = {"ham10000": "HAM10000", "isic2017": "ISIC-2017"}  # model-index dataset types, by source
+# The datasets behind each source, by source: the card's `datasets`, and (joined) its model-index dataset type.
+DATASET_IDS = {"ham10000": ("HAM10000",), "isic2017": ("ISIC-2017",), "clinical": ("DermNet-NZ", "SD-198")}
 
 NOT_A_DIAGNOSIS = (
     "**This model does not diagnose skin cancer.** It is a research and teaching demo. Its output is a "
@@ -68,6 +70,7 @@ def render_model_card(config: PackageConfig, evaluation: Evaluation | None, *, r
     headlines = evaluation.headline() if evaluation is not None else _recorded_headlines(config)
     data_parts = _data_parts(config)
     datasets = _datasets(data_parts, headlines)
+    clinical = _trained_on_clinical_photos(config)
     card_data = ModelCardData(
         license=LICENSE,
         library_name="onnx",
@@ -82,7 +85,7 @@ def render_model_card(config: PackageConfig, evaluation: Evaluation | None, *, r
         card_data,
         template_path=str(TEMPLATE),
         name=name,
-        title=_task_title(config),
+        title=_task_title(config, clinical),
         not_a_diagnosis=NOT_A_DIAGNOSIS,
         config=config,
         outputs=[
@@ -114,6 +117,7 @@ def render_model_card(config: PackageConfig, evaluation: Evaluation | None, *, r
         training=_training_rows(config),
         repo_id=repo_id,
         uses_isic="ISIC-2017" in (datasets or []),
+        clinical=clinical,
         several_sources=len(headlines) > 1,
     )
     return str(card)
@@ -132,18 +136,30 @@ def _recorded_headlines(config: PackageConfig) -> dict[str, dict[str, Any]]:
 
 
 def _data_parts(config: PackageConfig) -> list[str]:
-    """provenance["data"] as one line per source (training writes "A (...) + B (...)")."""
+    """provenance["data"] as one line per source (training writes "A (...) + B (... + ...)": only a " + " outside
+    parentheses separates two sources)."""
     data = config.provenance.get("data")
     if isinstance(data, dict):
         return [f"{k}: {v}" for k, v in data.items()]
-    return [part.strip() for part in str(data or "").split(" + ") if part.strip()]
+    parts, depth, start, text = [], 0, 0, str(data or "")
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and text.startswith(" + ", i):
+            parts.append(text[start:i])
+            start = i + 3
+    parts.append(text[start:])
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _datasets(data_parts: list[str], headlines: dict[str, dict]) -> list[str] | None:
     text = " ".join(data_parts).lower().replace(" ", "")
-    found = {DATASET_IDS[s] for s in headlines if s in DATASET_IDS}
-    found |= {dataset for source, dataset in DATASET_IDS.items() if source in text}
-    return sorted(found) or None
+    sources = {s for s in headlines if s in DATASET_IDS} | {s for s in DATASET_IDS if s in text}
+    return sorted(dataset for s in sources for dataset in DATASET_IDS[s]) or None
+
+
+def _trained_on_clinical_photos(config: PackageConfig) -> bool:
+    """Whether the training data (provenance) had ordinary camera photos besides dermoscopy."""
+    return "clinical" in str(config.provenance.get("data", "")).lower()
 
 
 def _eval_results(headlines: dict[str, dict[str, Any]]) -> list[EvalResult]:
@@ -158,7 +174,7 @@ def _eval_results(headlines: dict[str, dict[str, Any]]) -> list[EvalResult]:
                 EvalResult(
                     task_type="image-classification",
                     task_name="Image classification",
-                    dataset_type=DATASET_IDS.get(source, source or "held-out"),
+                    dataset_type="+".join(DATASET_IDS.get(source, (source or "held-out",))),
                     dataset_name=f"{column_title(source, split)} ({split})",
                     dataset_split=split.split(":", 1)[-1].split(" ")[0] if ":" in split else "test",
                     metric_type=metric_type,
@@ -196,8 +212,6 @@ def _details(evaluation: Evaluation | None) -> list[dict[str, str]]:
     ]
 
 
-_SCORE_NAMES = {"binary_head": "this package's P(malignant)",
-                "lesion_type_sum": "the lesion-type package's P(akiec) + P(bcc) + P(mel)"}
 _DOMAIN_NAMES = {"dermoscopy": "Dermoscopy images", "clinical": "Ordinary (clinical) photos"}
 
 
@@ -212,11 +226,11 @@ def _decision(config: PackageConfig) -> dict[str, Any] | None:
         test = per_domain.get(domain) if isinstance(per_domain.get(domain), dict) else {}
         domains.append({
             "name": _DOMAIN_NAMES.get(domain, domain),
-            "score": _SCORE_NAMES.get(chosen.get("score"), chosen.get("score")),
+            "score": SCORE_NAMES.get(chosen.get("score"), chosen.get("score")),
             "threshold": fmt(chosen.get("threshold"), 4),
             "per_source": ", ".join(f"{SOURCE_NAMES.get(s, s)} {t}"
                                     for s, t in (chosen.get("threshold_per_source") or {}).items()),
-            "val_auc": ", ".join(f"{_SCORE_NAMES.get(k, k)} {fmt(v.get('mean'))}"
+            "val_auc": ", ".join(f"{SCORE_NAMES.get(k, k)} {fmt(v.get('mean'))}"
                                  for k, v in (chosen.get("val_auc") or {}).items() if isinstance(v, dict)),
             "test": ", ".join(f"{k.replace('_', ' ')} {fmt(test[k])}" for k in ("sensitivity", "specificity", "roc_auc")
                               if test.get(k) is not None),
@@ -280,9 +294,10 @@ def _training_rows(config: PackageConfig) -> list[tuple[str, str]]:
     return [(name, str(value)) for name, value in rows if value not in (None, "")]
 
 
-def _task_title(config: PackageConfig) -> str:
+def _task_title(config: PackageConfig, clinical: bool) -> str:
+    images = "dermoscopy and ordinary photos" if clinical else "dermoscopy"
     if config.task == "malignancy":
-        return "benign vs malignant skin lesions from dermoscopy"
+        return f"benign vs malignant skin lesions from {images}"
     if config.task == "lesion_type":
-        return f"{len(config.labels)}-class skin lesion type from dermoscopy"
-    return f"{config.task} from dermoscopy"
+        return f"{len(config.labels)}-class skin lesion type from {images}"
+    return f"{config.task} from {images}"

@@ -172,6 +172,7 @@ def report_for(config: PackageConfig, targets: np.ndarray, probs: np.ndarray, *,
         threshold=flags[0].threshold,
         predicted=np.where([f.flagged for f in flags], pos, 1 - pos),
         split=split,
+        score_from=flags[0].score_from,
     )
 
 

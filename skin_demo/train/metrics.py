@@ -35,6 +35,7 @@ def compute_report(
     threshold: float | None = None,
     predicted: np.ndarray | None = None,
     split: str | None = None,
+    score_from: str | None = None,
 ) -> EvalReport:
     """Measure predicted probabilities `probs` [N, K] against true label indices `y_true` [N].
 
@@ -42,7 +43,8 @@ def compute_report(
     when p(positive) reaches `threshold` (`postprocess.reaches`; default `postprocess.DEFAULT_THRESHOLD`): the
     rule the app applies with the package's decision threshold, so accuracy and the confusion matrix describe what
     a user would see. `predicted` (label
-    indices [N]) overrides that rule with calls made elsewhere (evaluate passes postprocess.malignancy_flag's).
+    indices [N]) overrides that rule with calls made elsewhere (evaluate passes postprocess.malignancy_flag's), and
+    `score_from` records what the positive probability was (evaluate: the decision rule's score for the domain).
     `positive_label` defaults to "malignant" when it is a label, else to the second label.
 
     Raises ValueError for mismatched shapes, label indices outside [0, K) or an empty input.
@@ -75,8 +77,8 @@ def compute_report(
         threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         pred = np.where([reaches(score, threshold) for score in p[:, pos].tolist()], pos, 1 - pos)
     else:
-        if positive_label is not None or threshold is not None:
-            raise ValueError("positive_label and threshold only apply to a two-label task")
+        if positive_label is not None or threshold is not None or score_from is not None:
+            raise ValueError("positive_label, threshold and score_from only apply to a two-label task")
         pred = p.argmax(axis=1)
     if predicted is not None:
         pred = np.asarray(predicted, dtype=np.int64)
@@ -113,6 +115,7 @@ def compute_report(
             sensitivity=per_class[pos].recall,
             specificity=per_class[1 - pos].recall,
             roc=_roc(y == pos, p[:, pos]),
+            score_from=score_from,
         )
     defined_aucs = [a for a in aucs if a is not None]
     balanced = balanced_accuracy(y, pred)

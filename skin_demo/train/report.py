@@ -23,6 +23,9 @@ MARKDOWN_FILE = "EVAL.md"
 CONFUSION_PNG = "confusion_matrix.png"
 ROC_PNG = "roc.png"
 REPORT_FILES = (METRICS_FILE, MARKDOWN_FILE, CONFUSION_PNG, ROC_PNG)
+# A malignancy call's score, by its DECISION_SCORES name, in words.
+SCORE_NAMES = {"binary_head": "this package's P(malignant)",
+               "lesion_type_sum": "the lesion-type package's P(akiec) + P(bcc) + P(mel)"}
 METRIC_NAMES = {
     "balanced_accuracy": "balanced accuracy",
     "accuracy": "accuracy",
@@ -109,8 +112,8 @@ def column_title(source: str, split: str | None) -> str:
 
 def side_by_side_table(headlines: dict[str, dict[str, Any]], *, positive: str = "malignant") -> str:
     """Markdown table with one column per source (headlines as in config.json's `metrics`): the headline
-    numbers, the threshold on P(`positive`) with sensitivity and specificity at it, the weak classes and the
-    targets missed."""
+    numbers, the threshold on P(`positive`) (or on the score each source's call was made on, where the headlines
+    record one) with sensitivity and specificity at it, the weak classes and the targets missed."""
     columns = list(headlines.items())
     binary = any("sensitivity" in h for _, h in columns)
     rows: list[tuple[str, list[str]]] = [
@@ -121,7 +124,14 @@ def side_by_side_table(headlines: dict[str, dict[str, Any]], *, positive: str = 
         (f"ROC AUC ({positive} vs rest)" if binary else "Macro ROC AUC (one-vs-rest, classes present)",
          [fmt(h.get("roc_auc")) for _, h in columns]),
     ]
-    if binary:
+    if any("score_from" in h for _, h in columns):
+        rows += [
+            ("Score the call is made on", [SCORE_NAMES.get(h.get("score_from"), "—") for _, h in columns]),
+            ("Decision threshold: score >=", [fmt(h.get("threshold"), 4) for _, h in columns]),
+            ("Sensitivity at the threshold", [fmt(h.get("sensitivity")) for _, h in columns]),
+            ("Specificity at the threshold", [fmt(h.get("specificity")) for _, h in columns]),
+        ]
+    elif binary:
         rows += [
             (f"Decision threshold: P({positive}) >=", [fmt(h.get("threshold"), 4) for _, h in columns]),
             ("Sensitivity at the threshold", [fmt(h.get("sensitivity")) for _, h in columns]),

@@ -53,6 +53,9 @@ class BinaryMetrics:
     sensitivity: float | None  # recall of the positive label at the threshold
     specificity: float | None  # recall of the negative label at the threshold
     roc: RocCurve | None
+    # What the positive probability was (a DECISION_SCORES name: the package's own head or the lesion-type sum),
+    # where a decision rule chose it; None for a package scored on its own output only.
+    score_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class EvalReport:
             out["sensitivity"] = _round(self.binary.sensitivity)
             out["specificity"] = _round(self.binary.specificity)
             out["threshold"] = _round(self.binary.threshold)
+            if self.binary.score_from is not None:
+                out["score_from"] = self.binary.score_from
         out["weak_classes"] = self.weak_classes()
         return out
 
@@ -139,6 +144,7 @@ class EvalReport:
                     sensitivity=_opt_float(b.get("sensitivity")),
                     specificity=_opt_float(b.get("specificity")),
                     roc=_roc_from_dict(b.get("roc")),
+                    score_from=b.get("score_from"),
                 )
             per_class = tuple(
                 ClassMetrics(
