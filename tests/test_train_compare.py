@@ -41,9 +41,14 @@ def test_compare_matches_a_partial_run_with_a_finished_one_epoch_for_epoch(tmp_p
     assert main(["compare", str(tmp_path / "lite0"), str(tmp_path / "lite2")]) == 0
     out = capsys.readouterr().out
     assert "within the first 2 epochs" in out and "unfair" not in out
-    rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| lite")}
+    best_table, mean_table = out.split("Mean over epochs 1-2 (EMA weights")
+    rows = {line.split(" | ")[0].strip("| "): line for line in best_table.splitlines() if line.startswith("| lite")}
     assert "4 of 4" in rows["lite0"] and "0.570 / 0.470 / **0.520** @ 2 raw" in rows["lite0"]
     assert "2 of 4" in rows["lite2"] and "0.500 / 0.500 / **0.500** @ 2 ema" in rows["lite2"]
+    # The steadier view: EMA weights averaged over the last epochs compared (here both of them).
+    means = {line.split(" | ")[0].strip("| "): line for line in mean_table.splitlines() if line.startswith("| lite")}
+    assert "| 0.450 / 0.350 / **0.400** | 0.450 / 0.350 / **0.400** |" in means["lite0"]
+    assert "| 0.450 / 0.450 / **0.450** | 0.450 / 0.450 / **0.450** |" in means["lite2"]
 
 
 def test_compare_warns_when_the_schedules_differ(tmp_path, capsys):
@@ -64,5 +69,5 @@ def test_compare_names_the_settings_that_differ_and_only_the_tasks_every_run_tra
     assert header.startswith("| run | arch | tasks | phone_look | epochs done | lesion type: balanced accuracy")
     assert "malignancy" not in header and "threads" not in header and "out" not in header
     rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
-    assert "| lesion_type malignancy | 0.5 | 1 of 4 |" in rows["joint"]
+    assert "| lesion_type malignancy | 0.5 | 1 of 4 |" in rows["joint"]  # (the last table's row)
     assert "| lesion_type | 0.0 | 1 of 4 |" in rows["lesion-only"]

@@ -1,8 +1,9 @@
 """`python -m skin_demo.train compare RUN...`: fit runs side by side on validation, at a matched number of epochs.
 
-Runs that differ in one setting (architecture, colour constancy) but share the schedule can be compared epoch for
-epoch, so a run still in progress is compared with a finished one over the epochs both have: each run's best
-validation score within those epochs, chosen the way `fit` chooses (raw or EMA weights, mean over sources).
+Runs that differ in one setting (architecture, colour constancy, phone look, one network for both tasks or one per
+task) but share the schedule can be compared epoch for epoch, so a run still in progress is compared with a finished
+one over the epochs both have: each run's best validation score within those epochs, chosen the way `fit` chooses
+(raw or EMA weights, mean over sources), and its mean over the last few of them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from skin_demo.taxonomy import SOURCE_NAMES
 METRICS = {"lesion_type": "lesion type: balanced accuracy", "malignancy": "malignancy: ROC AUC"}
 SCHEDULE_ARGS = ("epochs", "warm_epochs", "warm_size", "image_size", "batch_size", "lr", "seed")
 # How a run is carried out, not what it trains: never a column of the comparison.
+MEAN_OF_LAST = 3  # epochs averaged in the steadier second table
 MECHANICS_ARGS = ("command", "out", "resume", "cache", "threads", "workers", "no_export", "limit_train", "limit_val")
 
 
@@ -55,32 +57,52 @@ def best_within(history: list[dict], task: str, within: int) -> Best:
     return Best(epoch, weights, history[epoch - 1][weights][task])
 
 
+def mean_of_last(history: list[dict], task: str, within: int, last: int = MEAN_OF_LAST) -> dict[str, float]:
+    """Each source's validation score (and "selection") for `task`, averaged over the last `last` of the first
+    `within` epochs, EMA weights where the run has them: steadier than one best epoch when runs are stopped early."""
+    records = history[max(0, within - last):within]
+    weights = "ema" if all("ema" in record for record in records) else "raw"
+    sources = records[-1][weights][task]
+    return {s: sum(record[weights][task][s] for record in records) / len(records) for s in sources}
+
+
 def format_comparison(runs: list[Path], within: int | None = None) -> str:
-    """A Markdown table: one row per run, its setting and its best validation score per task and source."""
+    """Markdown tables, one row per run: the settings that differ, and per task and source its best validation
+    score within the first `within` epochs, then the mean over the last MEAN_OF_LAST of them."""
     loaded = [(run, json.loads((run / "args.json").read_text()), json.loads((run / "history.json").read_text()))
               for run in runs]
     within = within or min(len(history["history"]) for _, _, history in loaded)
     schedules = {tuple(args.get(k) for k in SCHEDULE_ARGS) for _, args, _ in loaded}
-    lines = [f"Best validation score within the first {within} epochs (the raw or EMA weights, chosen as fit does)."]
-    if len(schedules) > 1:
-        lines.append(f"Warning: the runs' schedules differ in {', '.join(SCHEDULE_ARGS)}; the comparison is unfair.")
     tasks = [t for t in METRICS if all(t in args["tasks"] for _, args, _ in loaded)]
     sources = sorted({s for _, _, history in loaded for record in history["history"][:within]
                       for weights in ("raw", "ema") if weights in record
                       for task in tasks for s in record[weights][task] if s != "selection"})
     names = " / ".join(SOURCE_NAMES.get(s, s) for s in sources)
     settings = differing_settings([args for _, args, _ in loaded])
-    lines += ["", "| run | " + "".join(f"{name} | " for name in settings) + "epochs done | " + " | ".join(
-        f"{METRICS[t]} ({names} / mean) @ epoch" for t in tasks) + " |",
+    header = ["| run | " + "".join(f"{name} | " for name in settings) + "epochs done | " + " | ".join(
+        f"{METRICS[t]} ({names} / mean)" for t in tasks) + " |",
         "|---|" + "---|" * len(settings) + "---|" + "---|" * len(tasks)]
+
+    def row(run: Path, args: dict, history: dict, cells: list[str]) -> str:
+        return (f"| {run.name} | " + "".join(f"{_setting(args.get(name))} | " for name in settings)
+                + f"{len(history['history'])} of {args['epochs']} | " + " | ".join(cells) + " |")
+
+    def scores(per_source: dict[str, float]) -> str:
+        return " / ".join(f"{per_source.get(s, float('nan')):.3f}" for s in sources) + \
+            f" / **{per_source['selection']:.3f}**"
+
+    lines = [f"Best validation score within the first {within} epochs (the raw or EMA weights, chosen as fit does)."]
+    if len(schedules) > 1:
+        lines.append(f"Warning: the runs' schedules differ in {', '.join(SCHEDULE_ARGS)}; the comparison is unfair.")
+    lines += ["", *header]
     for run, args, history in loaded:
-        cells = []
-        for task in tasks:
-            best = best_within(history["history"], task, within)
-            scores = " / ".join(f"{best.per_source.get(s, float('nan')):.3f}" for s in sources)
-            cells.append(f"{scores} / **{best.per_source['selection']:.3f}** @ {best.epoch} {best.weights}")
-        lines.append(f"| {run.name} | " + "".join(f"{_setting(args.get(name))} | " for name in settings)
-                     + f"{len(history['history'])} of {args['epochs']} | " + " | ".join(cells) + " |")
+        best = [best_within(history["history"], task, within) for task in tasks]
+        lines.append(row(run, args, history, [f"{scores(b.per_source)} @ {b.epoch} {b.weights}" for b in best]))
+    lines += ["", f"Mean over epochs {max(1, within - MEAN_OF_LAST + 1)}-{within} (EMA weights where the run has "
+                  "them): one best epoch of a short run is noisy.", "", *header]
+    for run, args, history in loaded:
+        lines.append(row(run, args, history, [scores(mean_of_last(history["history"], task, within))
+                                              for task in tasks]))
     return "\n".join(lines)
 
 
