@@ -9,6 +9,7 @@ Regenerate it whenever either changes (`evaluate` and `publish` do); never edit 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +142,7 @@ def _data_parts(config: PackageConfig) -> list[str]:
     data = config.provenance.get("data")
     if isinstance(data, dict):
         return [f"{k}: {v}" for k, v in data.items()]
-    parts, depth, start, text = [], 0, 0, str(data or "")
-    for i, char in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth == 0 and text.startswith(" + ", i):
-            parts.append(text[start:i])
-            start = i + 3
-    parts.append(text[start:])
-    return [part.strip() for part in parts if part.strip()]
+    return [part.strip() for part in re.split(r" \+ (?![^(]*\))", str(data or "")) if part.strip()]
 
 
 def _datasets(data_parts: list[str], headlines: dict[str, dict]) -> list[str] | None:

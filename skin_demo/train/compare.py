@@ -17,8 +17,8 @@ from skin_demo.taxonomy import SOURCE_NAMES
 
 METRICS = {"lesion_type": "lesion type: balanced accuracy", "malignancy": "malignancy: ROC AUC"}
 SCHEDULE_ARGS = ("epochs", "warm_epochs", "warm_size", "image_size", "batch_size", "lr", "seed")
-# How a run is carried out, not what it trains: never a column of the comparison.
 MEAN_OF_LAST = 3  # epochs averaged in the steadier second table
+# How a run is carried out, not what it trains: never a column of the comparison.
 MECHANICS_ARGS = ("command", "out", "resume", "cache", "threads", "workers", "no_export", "limit_train", "limit_val")
 
 

@@ -124,16 +124,13 @@ def side_by_side_table(headlines: dict[str, dict[str, Any]], *, positive: str = 
         (f"ROC AUC ({positive} vs rest)" if binary else "Macro ROC AUC (one-vs-rest, classes present)",
          [fmt(h.get("roc_auc")) for _, h in columns]),
     ]
-    if any("score_from" in h for _, h in columns):
+    scored = any("score_from" in h for _, h in columns)  # recorded only with binary figures
+    if scored:
+        rows.append(("Score the call is made on", [SCORE_NAMES.get(h.get("score_from"), "—") for _, h in columns]))
+    if binary:
         rows += [
-            ("Score the call is made on", [SCORE_NAMES.get(h.get("score_from"), "—") for _, h in columns]),
-            ("Decision threshold: score >=", [fmt(h.get("threshold"), 4) for _, h in columns]),
-            ("Sensitivity at the threshold", [fmt(h.get("sensitivity")) for _, h in columns]),
-            ("Specificity at the threshold", [fmt(h.get("specificity")) for _, h in columns]),
-        ]
-    elif binary:
-        rows += [
-            (f"Decision threshold: P({positive}) >=", [fmt(h.get("threshold"), 4) for _, h in columns]),
+            ("Decision threshold: score >=" if scored else f"Decision threshold: P({positive}) >=",
+             [fmt(h.get("threshold"), 4) for _, h in columns]),
             ("Sensitivity at the threshold", [fmt(h.get("sensitivity")) for _, h in columns]),
             ("Specificity at the threshold", [fmt(h.get("specificity")) for _, h in columns]),
         ]
