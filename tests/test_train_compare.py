@@ -55,7 +55,7 @@ def test_compare_warns_when_the_schedules_differ(tmp_path, capsys):
     write_run(tmp_path / "a", [record(1, 0.5, 0.5)])
     write_run(tmp_path / "b", [record(1, 0.5, 0.5)], epochs=8)
     main(["compare", str(tmp_path / "a"), str(tmp_path / "b")])
-    assert "the comparison is unfair" in capsys.readouterr().out
+    assert "schedules differ in epochs; the comparison is unfair" in capsys.readouterr().out
 
 
 def test_compare_names_the_settings_that_differ_and_only_the_tasks_every_run_trained(tmp_path, capsys):

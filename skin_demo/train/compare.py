@@ -72,7 +72,7 @@ def format_comparison(runs: list[Path], within: int | None = None) -> str:
     loaded = [(run, json.loads((run / "args.json").read_text()), json.loads((run / "history.json").read_text()))
               for run in runs]
     within = within or min(len(history["history"]) for _, _, history in loaded)
-    schedules = {tuple(args.get(k) for k in SCHEDULE_ARGS) for _, args, _ in loaded}
+    schedule_differs = [k for k in SCHEDULE_ARGS if len({json.dumps(args.get(k)) for _, args, _ in loaded}) > 1]
     tasks = [t for t in METRICS if all(t in args["tasks"] for _, args, _ in loaded)]
     sources = sorted({s for _, _, history in loaded for record in history["history"][:within]
                       for weights in ("raw", "ema") if weights in record
@@ -92,8 +92,8 @@ def format_comparison(runs: list[Path], within: int | None = None) -> str:
             f" / **{per_source['selection']:.3f}**"
 
     lines = [f"Best validation score within the first {within} epochs (the raw or EMA weights, chosen as fit does)."]
-    if len(schedules) > 1:
-        lines.append(f"Warning: the runs' schedules differ in {', '.join(SCHEDULE_ARGS)}; the comparison is unfair.")
+    if schedule_differs:
+        lines.append(f"Warning: the runs' schedules differ in {', '.join(schedule_differs)}; the comparison is unfair.")
     lines += ["", *header]
     for run, args, history in loaded:
         best = [best_within(history["history"], task, within) for task in tasks]
