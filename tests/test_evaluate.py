@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from huggingface_hub import ModelCard
+from PIL import Image
 
 from skin_demo.imaging import load_image, preprocess
 from skin_demo.modelpack import ModelPack, PackageError, softmax
 from skin_demo.train import evaluate, evaluate_cli
 from skin_demo.train.data import Sample
 from skin_demo.train.evaluate import EvaluationError, HeldOutSet, evaluate_package, held_out_sets
+from skin_demo.train.perturb import PERTURBATIONS, Perturbation
 from skin_demo.train.report import read_evaluation
 from tests.conftest import REPO_ROOT, SHARED_DATA
 from tests.fake_ham import make_fake_ham10000, write_fake_split
@@ -174,6 +176,46 @@ def test_cli_limit_needs_out_and_leaves_the_package_alone(tmp_path, fake_data, c
     a = json.loads((tmp_path / "quick" / "metrics.json").read_text())["reports"]
     b = json.loads((tmp_path / "again" / "metrics.json").read_text())["reports"]
     assert [r["confusion_matrix"] for r in a.values()] == [r["confusion_matrix"] for r in b.values()]
+
+
+def test_cli_perturb_measures_the_perturbed_images_and_leaves_the_package_alone(tmp_path, fake_data, capsys):
+    ham, split, isic = fake_data
+    package = make_package(tmp_path / "pkg", "lesion_type")
+    before = {p.name: p.read_bytes() for p in package.iterdir()}
+    args = ("--ham", ham, "--split", split, "--isic2017", isic, "--perturb", "phone_look", "--seed", "3")
+    assert _cli(package, *args) == 2
+    assert "pass --out" in capsys.readouterr().err
+    assert _cli(package, *args, "--out", tmp_path / "phone") == 0
+    assert {p.name: p.read_bytes() for p in package.iterdir()} == before
+    reports = read_evaluation(tmp_path / "phone").reports
+    assert reports["isic2017"].split == "isic2017/labels.csv:test through the phone_look perturbation (seed 3)"
+    # The figures are those of the perturbed images, each drawn as Perturbation draws it for its image id.
+    pack = ModelPack.load(package)
+    perturb = Perturbation("phone_look", 3)
+    samples = held_out_sets(ham, split, isic)[1].samples
+    batch = np.stack([preprocess(perturb(load_image(s.path), s.image_id, pack.config.preprocess.resize_shorter_side),
+                                 pack.config.preprocess) for s in samples])
+    predicted = softmax(tiny_logits(batch, 7)).argmax(1)
+    truth = np.array([pack.config.labels.index(s.dx) for s in samples])
+    cm = np.zeros((7, 7), int)
+    np.add.at(cm, (truth, predicted), 1)
+    assert np.array_equal(np.array(reports["isic2017"].confusion_matrix), cm)
+    clean = _probs(samples, pack)
+    assert not np.allclose(clean, softmax(tiny_logits(batch, 7)))
+
+
+@pytest.mark.parametrize("name", PERTURBATIONS)
+def test_a_perturbation_is_drawn_per_seed_and_image(tmp_path, name):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8))
+    perturb = Perturbation(name, seed=1)
+    first = np.asarray(perturb(image, "ISIC_1", 224))
+    assert np.array_equal(first, np.asarray(perturb(image, "ISIC_1", 224)))
+    assert not np.array_equal(first, np.asarray(Perturbation(name, seed=2)(image, "ISIC_1", 224)))
+    assert not np.array_equal(first, np.asarray(perturb(image, "ISIC_2", 224)))
+    if name == "phone_look":  # at the scale training sees the image at
+        assert first.shape == (224, 299, 3)
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        Perturbation("fog")
 
 
 def test_cli_reports_broken_input_plainly(tmp_path, fake_data, capsys):

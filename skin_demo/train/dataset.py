@@ -28,14 +28,20 @@ def decode_all(samples: list[Sample], shorter_side: int | None = None) -> list[n
         try:
             image = load_image(sample.path)
             if shorter_side is not None:
-                scale = shorter_side / min(image.size)
-                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+                image = resized_to_shorter_side(image, shorter_side)
             arrays.append(np.asarray(image))
         except ImageError as exc:
             unreadable.append(f"{sample.image_id} ({exc})")
     if unreadable:
         raise DataError(f"{len(unreadable)} unreadable images: " + "; ".join(unreadable[:20]))
     return arrays
+
+
+def resized_to_shorter_side(image: Image.Image, shorter_side: int) -> Image.Image:
+    """`image` resized (up or down, bicubic) so that its shorter side is `shorter_side`: the scale training sees
+    images at, that of serving's preprocess before its crop."""
+    scale = shorter_side / min(image.size)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
 
 
 def decode_cached(samples: list[Sample], cache: Path | None, shorter_side: int | None = None) -> list[np.ndarray]:

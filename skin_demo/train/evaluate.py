@@ -35,6 +35,7 @@ from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
 from skin_demo.train.data import IGNORE_LABEL, Sample, label_index, task_labels
 from skin_demo.train.metrics import compute_report
+from skin_demo.train.perturb import Perturbation
 from skin_demo.train.results import EvalReport, Evaluation
 from skin_demo.train.report import write_evaluation
 
@@ -106,13 +107,15 @@ def evaluate_package(
     threads: int | None = None,
     pack: ModelPack | None = None,
     lesion_type: ModelPack | None = None,
+    perturb: Perturbation | None = None,
 ) -> Evaluation:
     """Run the package in `package_dir` over each held-out set and measure it: one `EvalReport` per source.
 
     Samples without a label for the package's task are skipped and counted in the report's
     `extra["skipped_unlabelled"]`. `pack` reuses an already loaded package; `lesion_type` is the lesion-type
-    package a malignancy package's decision may be made on. Raises PackageError for a broken package,
-    EvaluationError when the samples do not fit it, ImageError for an unreadable image.
+    package a malignancy package's decision may be made on; `perturb` puts every image through a
+    `perturb.Perturbation` first (the same one for both packages), and the reports' split names say so. Raises
+    PackageError for a broken package, EvaluationError when the samples do not fit it, ImageError for an unreadable image.
     """
     package_dir = Path(package_dir)
     pack = pack or ModelPack.load(package_dir, threads=threads)
@@ -121,12 +124,13 @@ def evaluate_package(
     reports = {}
     for held_out in sets:
         labelled, targets = label_samples(held_out.samples, config)
-        (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size)
+        (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size, perturb=perturb)
         lesion_probs = None
         if lesion_type is not None and config.task == "malignancy":
-            (lesion_probs,), _ = predict_samples([lesion_type], labelled, batch_size=batch_size)
+            (lesion_probs,), _ = predict_samples([lesion_type], labelled, batch_size=batch_size, perturb=perturb)
         domain = sources.DOMAIN_OF_SOURCE.get(held_out.source, "dermoscopy")
-        report = report_for(config, targets, probs, split=held_out.split, domain=domain,
+        split = held_out.split if perturb is None else f"{held_out.split} {perturb.describe()}"
+        report = report_for(config, targets, probs, split=split, domain=domain,
                             lesion_probs=lesion_probs, lesion_config=lesion_type.config if lesion_type else None)
         reports[held_out.source] = dataclasses.replace(report, extra={
             "skipped_unlabelled": len(held_out.samples) - len(labelled),
@@ -249,7 +253,8 @@ def label_samples(samples: Sequence[Sample], config: PackageConfig) -> tuple[lis
 
 
 def predict_samples(
-    packs: Sequence[ModelPack], samples: Sequence[Sample], *, batch_size: int = DEFAULT_BATCH_SIZE
+    packs: Sequence[ModelPack], samples: Sequence[Sample], *, batch_size: int = DEFAULT_BATCH_SIZE,
+    perturb: Perturbation | None = None,
 ) -> tuple[list[np.ndarray], list[float]]:
     """Probabilities [N, K] of each package for `samples`, and each package's total inference seconds.
 
@@ -264,7 +269,7 @@ def predict_samples(
             raise EvaluationError(f"{pack.path}: preprocessing differs from {packs[0].path}; evaluate them separately")
     outputs: list[list[np.ndarray]] = [[] for _ in packs]
     seconds = [0.0 for _ in packs]
-    for batch in preprocessed_batches(samples, pre, batch_size=batch_size):
+    for batch in preprocessed_batches(samples, pre, batch_size=batch_size, perturb=perturb):
         for i, pack in enumerate(packs):
             start = time.perf_counter()
             outputs[i].append(pack.probabilities(batch))
@@ -273,9 +278,11 @@ def predict_samples(
 
 
 def preprocessed_batches(
-    samples: Sequence[Sample], pre: PreprocessConfig, *, batch_size: int = DEFAULT_BATCH_SIZE
+    samples: Sequence[Sample], pre: PreprocessConfig, *, batch_size: int = DEFAULT_BATCH_SIZE,
+    perturb: Perturbation | None = None,
 ) -> Iterator[np.ndarray]:
-    """float32 batches [B, 3, H, W] of `samples` through `imaging.load_image` and `imaging.preprocess`."""
+    """float32 batches [B, 3, H, W] of `samples` through `imaging.load_image` (then `perturb`, when given) and
+    `imaging.preprocess`."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     # The same JPEG draft size the app's Predictor uses, so evaluation decodes exactly as serving does.
@@ -287,6 +294,8 @@ def preprocessed_batches(
                 image = load_image(sample.path, draft_size=draft_size)
             except ImageError as exc:
                 raise ImageError(f"{sample.path}: {exc}") from None
+            if perturb is not None:
+                image = perturb(image, sample.image_id, pre.resize_shorter_side)
             arrays.append(preprocess(image, pre))
         yield np.stack(arrays)
 

@@ -22,6 +22,7 @@ from skin_demo.train.evaluate import (
     record_evaluation,
 )
 from skin_demo.train.evaluate import __doc__ as EVALUATE_DOC
+from skin_demo.train.perturb import PERTURBATIONS, Perturbation
 from skin_demo.train.report import missed_targets, side_by_side_table, write_evaluation
 
 
@@ -46,19 +47,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=Path,
         help="write the report here and leave the package untouched (default: <package>/eval, and update the package)",
     )
+    parser.add_argument(
+        "--perturb", choices=PERTURBATIONS,
+        help="put every image through this perturbation first (how robust the figures are; see perturb.py; needs --out)",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores, at most 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --limit's choice of images")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --limit's choice of images and --perturb's draws")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """The `evaluate` command; returns the process exit code."""
-    if args.limit is not None and args.out is None:
+    if (args.limit is not None or args.perturb) and args.out is None:
         print(
-            "error: --limit evaluates only part of the split; pass --out DIR so the partial report does not "
-            "replace the package's evaluation",
+            "error: --limit and --perturb do not measure the package as tested; pass --out DIR so their report does "
+            "not replace the package's evaluation",
             file=sys.stderr,
         )
         return 2
@@ -71,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"evaluating {pack.config.task} package {args.package} on {held_out.split}: "
                   f"{len(held_out.samples)} images", flush=True)
         evaluation = evaluate_package(args.package, sets, batch_size=args.batch_size, pack=pack,
-                                      lesion_type=lesion_type)
+                                      lesion_type=lesion_type,
+                                      perturb=Perturbation(args.perturb, args.seed) if args.perturb else None)
         if args.out is None:
             record_evaluation(args.package, evaluation)
             out = Path(args.package) / EVAL_DIR
