@@ -157,7 +157,8 @@ def test_ordinary_photo_words_quote_the_measured_figures_and_never_reassure(pack
                 "alarms on 7 of 10 harmless spots.")
     for words in (flagged, below):
         assert words.domain_name == "Ordinary photo"
-        assert words.caveat.startswith("Ordinary photos are much harder for the model than dermoscopy images.")
+        assert words.caveat.startswith("Ordinary photos are much harder for the model than dermoscopy images. "
+                                       "Those test photos came from dermatology atlases; a phone photo may fare worse.")
         assert words.threshold_line == f"The model raises an alert from 45 % malignant. {measured}"  # clinical: 0.45
         assert "caught" not in words.caveat, "the figures are said once, in the threshold line"
         assert words.score_name == "the lesion-type model (its malignant types together)"
@@ -174,6 +175,7 @@ def test_ordinary_photo_words_without_figures_say_it_was_not_validated(tmp_path)
     config = load(make_package(tmp_path / "m", "malignancy", config_overrides=overrides)).config
     words = texts.flag_words(False, "clinical", config)
     assert "not validated on ordinary photos" in words.caveat and "caught" not in words.threshold_line
+    assert "atlases" not in words.caveat, "no test photos to describe"
     assert "It has no test figures for ordinary photos." in words.threshold_line
     older = load(make_package(tmp_path / "older", "malignancy")).config
     assert "not validated on ordinary photos" in texts.flag_words(True, "clinical", older).caveat
