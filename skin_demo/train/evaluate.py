@@ -115,7 +115,8 @@ def evaluate_package(
     `extra["skipped_unlabelled"]`. `pack` reuses an already loaded package; `lesion_type` is the lesion-type
     package a malignancy package's decision may be made on; `perturb` puts every image through a
     `perturb.Perturbation` first (the same one for both packages), and the reports' split names say so. Raises
-    PackageError for a broken package, EvaluationError when the samples do not fit it, ImageError for an unreadable image.
+    PackageError for a broken package, EvaluationError when the samples do not fit it, ImageError for an
+    unreadable image.
     """
     package_dir = Path(package_dir)
     pack = pack or ModelPack.load(package_dir, threads=threads)

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--perturb", choices=PERTURBATIONS,
-        help="put every image through this perturbation first (how robust the figures are; see perturb.py; needs --out)",
+        help="put every image through this perturbation first (how robust the figures are, see perturb.py; "
+             "needs --out)",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores, at most 4)")
