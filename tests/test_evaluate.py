@@ -205,7 +205,7 @@ def test_cli_perturb_measures_the_perturbed_images_and_leaves_the_package_alone(
 
 
 @pytest.mark.parametrize("name", PERTURBATIONS)
-def test_a_perturbation_is_drawn_per_seed_and_image(tmp_path, name):
+def test_a_perturbation_is_drawn_per_seed_and_image(name):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 200, 3), dtype=np.uint8))
     perturb = Perturbation(name, seed=1)
     first = np.asarray(perturb(image, "ISIC_1", 224))

@@ -125,9 +125,14 @@ def evaluate_package(
     reports = {}
     for held_out in sets:
         labelled, targets = label_samples(held_out.samples, config)
-        (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size, perturb=perturb)
         lesion_probs = None
-        if lesion_type is not None and config.task == "malignancy":
+        if lesion_type is None or config.task != "malignancy":
+            (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size, perturb=perturb)
+        elif lesion_type.config.preprocess == config.preprocess:  # one decode (and perturbation) for both
+            (probs, lesion_probs), seconds = predict_samples([pack, lesion_type], labelled, batch_size=batch_size,
+                                                             perturb=perturb)
+        else:
+            (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size, perturb=perturb)
             (lesion_probs,), _ = predict_samples([lesion_type], labelled, batch_size=batch_size, perturb=perturb)
         domain = sources.DOMAIN_OF_SOURCE.get(held_out.source, "dermoscopy")
         split = held_out.split if perturb is None else f"{held_out.split} {perturb.describe()}"
