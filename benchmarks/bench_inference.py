@@ -55,7 +55,8 @@ from benchmarks.common import (
 )
 from skin_demo import postprocess
 from skin_demo.imaging import load_image, preprocess
-from skin_demo.modelpack import ModelPack, default_threads
+from skin_demo.hub import bundled_folders
+from skin_demo.modelpack import ModelPack, default_threads, load_package
 from skin_demo.predictor import Predictor
 from skin_demo.settings import DEFAULT_MODELS_DIR
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR,
-                        help="folder with malignancy/ and lesion_type/ (default: the bundled models)")
+                        help="folder of the packages, as SKIN_DEMO_MODELS_DIR (default: the bundled models)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HAM10000 folder (images and calibration)")
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split CSV: test images are benchmarked")
     parser.add_argument("--images", type=int, default=32, help="distinct images (default 32)")
@@ -123,7 +124,7 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
     packs = {t: load_packs(args.models_dir, t) for t in args.threads}
     first = packs[args.threads[0]]
     configs = {task: p.config for task, p in zip(CLASSIFIERS, first, strict=True)}
-    sizes = {task: (args.models_dir / task / "model.onnx").stat().st_size / 1e6 for task in configs}
+    sizes = {pack.config.task: (pack.path / "model.onnx").stat().st_size / 1e6 for pack in first}
     print("Packages: " + "; ".join(f"{c.task}: {c.architecture}, {len(c.labels)} labels, {c.preprocess.size[0]} px, "
                                    f"{sizes[c.task]:.1f} MB" for c in configs.values()))  # fmt: skip
     int8_dir, int8_note = (None, "skipped (--no-int8)") if args.no_int8 else int8_packages(args, tmp)
@@ -192,17 +193,19 @@ def run_all(args: argparse.Namespace, images: list[Path], tmp: Path) -> dict[str
     return out
 
 
-def load_packs(models_dir: Path, threads: int) -> tuple[ModelPack, ModelPack]:
-    malignancy, lesion_type = (ModelPack.load(Path(models_dir) / task, threads=threads) for task in CLASSIFIERS)
-    return malignancy, lesion_type
+def load_packs(models_dir: Path, threads: int, task_names: tuple[str, ...] = CLASSIFIERS) -> tuple[ModelPack, ...]:
+    """The packages of `task_names` in `models_dir`, found as the app finds them; tasks one package answers (one
+    network with a head each) share its session, as in the app."""
+    folders = bundled_folders(models_dir)
+    packages = {folder: load_package(folder, threads=threads) for folder in {folders[task] for task in task_names}}
+    return tuple(packages[folders[task]][task] for task in task_names)
 
 
-def checked_predictor(models_dir: Path, packs: tuple[ModelPack, ModelPack], threads: int) -> Contender | None:
+def checked_predictor(models_dir: Path, packs: tuple[ModelPack, ...], threads: int) -> Contender | None:
     """The app's full request: both classifiers plus the lesion check (None without a lesion-check package)."""
-    folder = Path(models_dir) / LESION_CHECK
-    if not (folder / "model.onnx").is_file():
+    if LESION_CHECK not in bundled_folders(models_dir):
         return None
-    predictor = Predictor(*packs, lesion_check=ModelPack.load(folder, threads=threads))
+    predictor = Predictor(*packs, lesion_check=load_packs(models_dir, threads, (LESION_CHECK,))[0])
     return Contender(OURS_CHECKED, lambda path: path, predictor.predict, list,
                      "Predictor.predict with malignancy, lesion_type and lesion_check", predictor=predictor)
 
@@ -211,13 +214,16 @@ def int8_packages(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str
     """Existing int8 packages (--int8-dir), or new ones made with the training CLI; (None, why) if impossible."""
     if args.int8_dir:
         return args.int8_dir, f"packages from {args.int8_dir}"
+    if len({bundled_folders(args.models_dir)[task] for task in CLASSIFIERS}) == 1:
+        return None, "skipped: the classifiers are one package with two heads, which quantize does not take"
     if not (args.data / "HAM10000_metadata.csv").is_file() or not args.split.is_file():
         return None, f"skipped: quantization calibrates on training images and {args.data} has no HAM10000"
     out_dir = tmp / "int8"
     start = time.perf_counter()
     for task in CLASSIFIERS:
-        command = [sys.executable, "-m", "skin_demo.train", "quantize", str(args.models_dir / task), "--data",
-                   str(args.data), "--split", str(args.split), "--out", str(out_dir / task),
+        package = bundled_folders(args.models_dir)[task]
+        command = [sys.executable, "-m", "skin_demo.train", "quantize", str(package), "--data", str(args.data),
+                   "--split", str(args.split), "--out", str(out_dir / task),
                    "--calibration-images", str(args.calibration_images)]  # fmt: skip
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if result.returncode != 0:
@@ -261,10 +267,11 @@ def build_contenders(packs, int8_packs, mods, configs) -> list[Contender]:
 
     if les.config.preprocess != cfg:
         raise SystemExit("the two packages have different preprocessing; this benchmark assumes they share it")
+    ours = Predictor(mal, les)
     contenders = [
-        Contender(OURS, ours_prepare, lambda x: (mal.probabilities(x), les.probabilities(x)), numpy_stack,
-                  "the app's Predictor.predict: load_image + preprocess, both packages via ModelPack",
-                  predictor=Predictor(mal, les)),
+        Contender(OURS, ours_prepare, lambda x: ours.outputs({cfg: x}), numpy_stack,
+                  "the app's Predictor.predict: load_image + preprocess, both packages via ModelPack (one run of a "
+                  "graph that answers both)", predictor=ours),
     ]  # fmt: skip
     if int8_packs is not None:
         qmal, qles = int8_packs

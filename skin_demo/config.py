@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FORMAT_VERSION = 1
+# A package whose one graph has several heads (one network trained for several tasks): its config.json holds
+# {"format_version": 2, "heads": [a format-1 config per task]}, and the graph names each head's outputs
+# `<task>/<name>` (head_output). The backbone runs once for every head.
+HEADS_FORMAT_VERSION = 2
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 README_FILE = "README.md"
@@ -206,6 +210,46 @@ class PackageConfig:
     @classmethod
     def from_json(cls, text: str) -> PackageConfig:
         return cls.from_dict(parse_json(text))
+
+
+def head_output(task: str, name: str) -> str:
+    """The graph's name for output `name` of the `task` head in a package with several heads."""
+    return f"{task}/{name}"
+
+
+def package_heads(raw: Any) -> dict[str, PackageConfig]:
+    """The config of each task a package answers, by task, from its parsed config.json: format 1 holds one,
+    format 2 one per entry of `heads`. The heads of one graph share its one input, so their preprocessing must be
+    the same. Raises ConfigError saying which field is wrong."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config is not a JSON object")
+    version = raw.get("format_version")
+    if type(version) is not int or version not in (FORMAT_VERSION, HEADS_FORMAT_VERSION):
+        raise ConfigError(f"unknown format_version {version!r} (this code reads {FORMAT_VERSION} and "
+                          f"{HEADS_FORMAT_VERSION})")  # fmt: skip
+    if version == FORMAT_VERSION:
+        config = PackageConfig.from_dict(raw)
+        return {config.task: config}
+    unknown = sorted(set(raw) - {"format_version", "heads"})
+    if unknown:
+        raise ConfigError(f"a package with several heads has only format_version and heads; found {unknown}")
+    heads = raw.get("heads")
+    if not isinstance(heads, list) or not heads:
+        raise ConfigError(f"heads must be a non-empty list of package configs, got {_excerpt(heads)}")
+    configs: dict[str, PackageConfig] = {}
+    for i, head in enumerate(heads):
+        try:
+            config = PackageConfig.from_dict(head)
+        except ConfigError as exc:
+            raise ConfigError(f"heads[{i}]: {exc}") from None
+        if config.task in configs:
+            raise ConfigError(f"heads[{i}]: a second head for task {config.task!r}")
+        first = next(iter(configs.values()), config)
+        if config.preprocess != first.preprocess:
+            raise ConfigError(f"heads[{i}] ({config.task}): its preprocess differs from {first.task}'s; the heads "
+                              "of one graph share its input")  # fmt: skip
+        configs[config.task] = config
+    return configs
 
 
 def parse_json(text: str) -> Any:

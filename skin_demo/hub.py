@@ -3,7 +3,8 @@ fallback between them.
 
 `load_models(settings)` fills each task's slot (predictor.TASKS) from the Hub where the settings name a repo, else
 (or when the Hub fails) from the bundled folder, and says why a configured Hub package is not in use. A broken
-bundled package is a startup error.
+bundled package is a startup error. A package may answer several tasks (one network with a head per task): tasks
+that name the same Hub repo and revision, or the same bundled folder, share one load and one session.
 
 `load_from_hub` downloads config.json, model.onnx and README.md of one commit into huggingface_hub's cache, within
 bounds a hostile or broken Hub cannot stretch: each file and the whole package have a byte cap, checked against the
@@ -35,7 +36,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from skin_demo.config import CONFIG_FILE, MODEL_FILE, PACKAGE_FILES
+from skin_demo.config import CONFIG_FILE, MODEL_FILE, PACKAGE_FILES, ConfigError, package_heads, parse_json
 from skin_demo.hub_limits import (
     Budget,
     HubError,
@@ -44,9 +45,9 @@ from skin_demo.hub_limits import (
     remove_partial_downloads,
     run_with_deadline,
 )
-from skin_demo.modelpack import ModelPack, Models, PackageError
+from skin_demo.modelpack import ModelPack, Models, PackageError, load_package
 from skin_demo.predictor import TASKS, slot_problem
-from skin_demo.settings import DEFAULT_HUB_TIMEOUT_S, Settings, is_commit_sha
+from skin_demo.settings import DEFAULT_HUB_TIMEOUT_S, HubSource, Settings, is_commit_sha
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +57,76 @@ def load_models(settings: Settings) -> Models:
 
     Raises PackageError (naming the file) when a bundled package that is needed is missing or invalid.
     """
+    packages = _Packages(settings)
     packs: dict[str, ModelPack] = {}
     notices: dict[str, str] = {}
     for task in TASKS:
-        packs[task], notice = _load_task(task, settings)
+        packs[task], notice = _load_task(task, settings, packages)
         if notice:
             notices[task] = notice
     return Models(packs, notices)
 
 
-def _load_task(task: str, settings: Settings) -> tuple[ModelPack, str | None]:
+class _Packages:
+    """The packages one `load_models` call has loaded, by where they came from: the tasks one package answers
+    share its load and its session."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._loaded: dict[tuple[str, str, str], dict[str, ModelPack]] = {}
+        self._bundled_folders: dict[str, Path] | None = None
+
+    def from_hub(self, source: HubSource) -> dict[str, ModelPack]:
+        settings = self.settings
+        key = ("hub", source.repo_id, source.revision)
+        if key not in self._loaded:
+            limits = Limits(settings.hub_max_file_bytes, settings.hub_max_package_bytes, settings.hub_deadline_s)
+            self._loaded[key] = load_from_hub(source.repo_id, source.revision, threads=settings.ort_threads,
+                                              endpoint=settings.hub_endpoint, timeout_s=settings.hub_timeout_s,
+                                              limits=limits, allow_unpinned=settings.allow_unpinned)  # fmt: skip
+        return self._loaded[key]
+
+    def bundled_folder(self, task: str) -> Path:
+        if self._bundled_folders is None:
+            self._bundled_folders = bundled_folders(self.settings.models_dir)
+        if task not in self._bundled_folders:
+            raise PackageError(f"{self.settings.models_dir}: no bundled package answers {task} (a package folder's "
+                               f"{CONFIG_FILE} names the tasks it answers)")  # fmt: skip
+        return self._bundled_folders[task]
+
+    def bundled(self, folder: Path) -> dict[str, ModelPack]:
+        key = ("bundled", str(folder), "")
+        if key not in self._loaded:
+            self._loaded[key] = load_package(folder, source=f"bundled {_public_folder(folder)}",
+                                             threads=self.settings.ort_threads)  # fmt: skip
+        return self._loaded[key]
+
+
+def bundled_folders(models_dir: Path) -> dict[str, Path]:
+    """The bundled package folder of each task: the folders of `models_dir` with a config.json, each answering the
+    tasks its config names (one, or one per head). Raises PackageError for a config that cannot be read and for two
+    folders answering one task."""
+    folders: dict[str, Path] = {}
+    for folder in sorted(p for p in Path(models_dir).iterdir() if (p / CONFIG_FILE).is_file()):
+        try:
+            tasks = package_heads(parse_json((folder / CONFIG_FILE).read_text(encoding="utf-8", errors="replace")))
+        except ConfigError as exc:
+            raise PackageError(f"{folder / CONFIG_FILE}: {exc}") from None
+        for task in tasks:
+            if task in folders:
+                raise PackageError(f"{folder / CONFIG_FILE}: answers {task}, as {folders[task] / CONFIG_FILE} does; "
+                                   "one bundled package per task")  # fmt: skip
+            folders[task] = folder
+    return folders
+
+
+def _load_task(task: str, settings: Settings, packages: _Packages) -> tuple[ModelPack, str | None]:
     source = settings.hub.get(task)
     problem = settings.hub_problems.get(task)
     name = task.replace("_", "-")
     if source is not None:
-        limits = Limits(settings.hub_max_file_bytes, settings.hub_max_package_bytes, settings.hub_deadline_s)
         try:
-            pack = load_from_hub(source.repo_id, source.revision, threads=settings.ort_threads,
-                                 endpoint=settings.hub_endpoint, timeout_s=settings.hub_timeout_s, limits=limits,
-                                 allow_unpinned=settings.allow_unpinned)  # fmt: skip
-            if (wrong := slot_problem(pack, task)) is not None:
-                raise PackageError(f"hub {source}: {wrong}")
+            pack = _slot(packages.from_hub(source), task, f"hub {source}")
         except PackageError as exc:
             problem = str(exc)
         else:
@@ -87,15 +137,22 @@ def _load_task(task: str, settings: Settings) -> tuple[ModelPack, str | None]:
                         source.revision)  # fmt: skip
             return pack, (f"The {name} model comes from the Hub at revision {source.revision[:60]!r}, which is not "
                           "pinned to a commit: what it serves can change without notice.")  # fmt: skip
-    bundled = settings.bundled_dir(task)
-    pack = ModelPack.load(bundled, source=f"bundled {_public_folder(bundled)}", threads=settings.ort_threads)
-    if (wrong := slot_problem(pack, task)) is not None:
-        raise PackageError(f"{bundled / CONFIG_FILE}: {wrong}")
+    bundled = packages.bundled_folder(task)
+    pack = _slot(packages.bundled(bundled), task, str(bundled / CONFIG_FILE))
     if problem:
         log.warning("%s: falling back to %s: %s", task, pack.source, problem)
         return pack, f"The {name} model from the Hub is not in use ({problem}); using the bundled model."
     log.info("%s: using %s", task, pack.source)
     return pack, None
+
+
+def _slot(package: dict[str, ModelPack], task: str, where: str) -> ModelPack:
+    """The head of `package` that fills the `task` slot; PackageError (prefixed by `where`) if it cannot."""
+    if task not in package:
+        raise PackageError(f"{where}: the package answers {sorted(package)}, expected {task!r} for this slot")
+    if (wrong := slot_problem(package[task], task)) is not None:
+        raise PackageError(f"{where}: {wrong}")
+    return package[task]
 
 
 def _public_folder(folder: Path) -> str:
@@ -115,8 +172,8 @@ def load_from_hub(
     limits: Limits = Limits(),
     token: str | bool | None = None,
     allow_unpinned: bool = False,
-) -> ModelPack:
-    """Download a package at a commit (within `limits`) and load it.
+) -> dict[str, ModelPack]:
+    """Download a package at a commit (within `limits`) and load it: a ModelPack per task it answers.
 
     revision: a 40-hex commit sha; a branch or tag (which can move) only with allow_unpinned. Files go to the
     Hugging Face cache (HF_HUB_CACHE / HF_HOME, read when called), so a second load of a commit is served from disk
@@ -197,7 +254,7 @@ def load_from_hub(
     source = f"hub {repo_id}@{commit}" if revision == commit else f"hub {repo_id}@{commit} (revision {revision})"
     source = f"{source} ({note})" if note else source
     try:
-        return ModelPack.load(snapshot, source=source, threads=threads)
+        return load_package(snapshot, source=source, threads=threads)
     except PackageError as exc:
         # The package's own problem, with its files named as they are in the repo rather than in this server's cache.
         raise PackageError(f"hub {label}: {str(exc).replace(str(snapshot) + os.sep, '')}") from None

@@ -27,8 +27,11 @@ from skin_demo.config import (
     ONNX_METADATA_KEY,
     OUTPUT_NAME,
     README_FILE,
+    HEADS_FORMAT_VERSION,
     ConfigError,
     PackageConfig,
+    head_output,
+    package_heads,
     parse_json,
 )
 
@@ -80,7 +83,8 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 class ModelPack:
-    """One validated model package and its ONNX Runtime session.
+    """One task of a validated model package: its config and its outputs of the package's ONNX Runtime session
+    (the whole graph for a single-task package, one head of it for a package with several heads).
 
     The session is created once and shared: `InferenceSession.run` is thread-safe, so concurrent requests use
     the same ModelPack without a lock.
@@ -90,66 +94,30 @@ class ModelPack:
     path: Path
     source: str
 
-    def __init__(self, config: PackageConfig, path: Path, source: str, session: ort.InferenceSession) -> None:
+    def __init__(self, config: PackageConfig, path: Path, source: str, session: ort.InferenceSession,
+                 output_names: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        """output_names: this task's outputs (`logits` and those in config.outputs) -> their names in the graph
+        (default: the same names, as in a single-task package)."""
         self.config = config
         self.path = path
         self.source = source
         self._session = session
-        self._extra_outputs = tuple(o.name for o in session.get_outputs()[1:])
+        self._output_names = dict(output_names or {name: name for name in (OUTPUT_NAME, *config.outputs)})
 
     def __repr__(self) -> str:
         return f"ModelPack(task={self.config.task!r}, source={self.source!r}, labels={list(self.config.labels)})"
 
     @classmethod
     def load(cls, folder: Path | str, *, source: str | None = None, threads: int | None = None) -> ModelPack:
-        """Load and validate the package in `folder`.
+        """Load and validate the single-task package in `folder` (`load_package` loads one with several heads).
 
-        source: how to describe where it came from (default "local <folder>").
-        threads: ONNX Runtime intra-op threads (default: `default_threads()`).
         Raises PackageError naming the file and the problem.
         """
-        folder = Path(folder)
-        model_path = folder / MODEL_FILE
-        config_path = folder / CONFIG_FILE
-        if not folder.is_dir():
-            raise PackageError(f"{folder}: model package folder not found (it needs {MODEL_FILE} and {CONFIG_FILE})")
-        for required in (model_path, config_path):
-            if not required.is_file():
-                raise PackageError(f"{required}: missing; a model package needs {MODEL_FILE} and {CONFIG_FILE}")
-
-        if config_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise PackageError(f"{config_path}: {config_path.stat().st_size} bytes, too large for a package config")
-        file_raw = _parse_json(config_path.read_text(encoding="utf-8", errors="replace"), config_path)
-        config = _parse_config(file_raw, config_path)
-
-        try:
-            session = ort.InferenceSession(
-                str(model_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
-            raise PackageError(
-                f"{model_path}: ONNX Runtime cannot load it; the file may be truncated, corrupt or not a valid "
-                f"ONNX model. ONNX Runtime says: {_reason(exc)}"
-            ) from None
-
-        metadata = session.get_modelmeta().custom_metadata_map
-        if ONNX_METADATA_KEY not in metadata:
-            raise PackageError(
-                f"{model_path}: has no {ONNX_METADATA_KEY!r} entry in its ONNX metadata_props; re-export it with "
-                "skin_demo.train so the config travels inside the model"
-            )
-        embedded_raw = _parse_json(metadata[ONNX_METADATA_KEY], model_path, what=f"embedded {ONNX_METADATA_KEY}")
-        _parse_config(embedded_raw, model_path, what=f"embedded {ONNX_METADATA_KEY}")
-        if embedded_raw != file_raw:
-            fields = _differing_fields(embedded_raw, file_raw)
-            raise PackageError(
-                f"{model_path}: the config embedded in the model differs from {config_path} "
-                f"(fields: {', '.join(fields)}); the two must be identical"
-            )
-        _check_signature(session, config, model_path)
-        pack = cls(config, folder, source or f"local {folder}", session)
-        pack._check_runs(model_path)
-        return pack
+        packs = load_package(folder, source=source, threads=threads)
+        if len(packs) != 1:
+            raise PackageError(f"{Path(folder) / CONFIG_FILE}: the package has heads for {sorted(packs)}; load it "
+                               "with load_package")  # fmt: skip
+        return next(iter(packs.values()))
 
     @property
     def readme(self) -> Path | None:
@@ -166,7 +134,7 @@ class ModelPack:
                 f"{self.config.task}: expected a float32 batch [N, 3, {height}, {width}], "
                 f"got {batch.dtype} {list(batch.shape)}"
             )
-        (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})
+        (logits,) = self._session.run([self._output_names[OUTPUT_NAME]], {INPUT_NAME: np.ascontiguousarray(batch)})
         return np.asarray(logits, dtype=np.float32)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -180,13 +148,32 @@ class ModelPack:
     @property
     def has_attention(self) -> bool:
         """Whether the graph gives the class-activation map (ATTENTION_OUTPUT) besides the logits."""
-        return ATTENTION_OUTPUT in self._extra_outputs
+        return ATTENTION_OUTPUT in self._output_names
 
     def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """`logits` and every further output named in config.outputs, by name."""
-        names = [OUTPUT_NAME, *self._extra_outputs]
+        names = list(self._output_names.values())
+        values = self._session.run(names, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
+        return self.own_outputs(dict(zip(names, values, strict=True)))
+
+    @property
+    def graph(self) -> ort.InferenceSession:
+        """The session this task's outputs come from; the heads of one package share it (and its input)."""
+        return self._session
+
+    def graph_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph, by its name in the graph: one run serves every head of the package."""
+        names = [o.name for o in self._session.get_outputs()]
         values = self._session.run(names, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
         return dict(zip(names, values, strict=True))
+
+    def own_outputs(self, graph_outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This task's outputs among `graph_outputs` (a run of its graph), by their names in config.outputs."""
+        return {name: graph_outputs[in_graph] for name, in_graph in self._output_names.items()}
+
+    def output_name(self, name: str) -> str:
+        """The graph's name for this task's output `name` (`logits` or one in config.outputs)."""
+        return self._output_names[name]
 
     def describe(self) -> dict[str, Any]:
         """What the UI and the API report about this package: task, source, architecture, labels, metrics."""
@@ -198,21 +185,85 @@ class ModelPack:
             "metrics": dict(self.config.metrics),
         }
 
-    def _check_runs(self, model_path: Path) -> None:
-        """Run a batch of two blank images once: proves the batch axis is dynamic and pays ORT's first-run cost
-        at startup rather than on the first visitor's request."""
-        height, width = self.config.preprocess.size
-        try:
-            values = self.outputs(np.zeros((2, 3, height, width), dtype=np.float32))
-        except Exception as exc:  # an ORT error on a valid-looking graph
+
+def load_package(folder: Path | str, *, source: str | None = None, threads: int | None = None) -> dict[str, ModelPack]:
+    """Load and validate the package in `folder`: one ModelPack per task it answers (one session for all).
+
+    source: how to describe where it came from (default "local <folder>").
+    threads: ONNX Runtime intra-op threads (default: `default_threads()`).
+    Raises PackageError naming the file and the problem.
+    """
+    folder = Path(folder)
+    model_path = folder / MODEL_FILE
+    config_path = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise PackageError(f"{folder}: model package folder not found (it needs {MODEL_FILE} and {CONFIG_FILE})")
+    for required in (model_path, config_path):
+        if not required.is_file():
+            raise PackageError(f"{required}: missing; a model package needs {MODEL_FILE} and {CONFIG_FILE}")
+
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise PackageError(f"{config_path}: {config_path.stat().st_size} bytes, too large for a package config")
+    file_raw = _parse_json(config_path.read_text(encoding="utf-8", errors="replace"), config_path)
+    configs = _parse_config(file_raw, config_path)
+
+    try:
+        session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+        raise PackageError(
+            f"{model_path}: ONNX Runtime cannot load it; the file may be truncated, corrupt or not a valid "
+            f"ONNX model. ONNX Runtime says: {_reason(exc)}"
+        ) from None
+
+    metadata = session.get_modelmeta().custom_metadata_map
+    if ONNX_METADATA_KEY not in metadata:
+        raise PackageError(
+            f"{model_path}: has no {ONNX_METADATA_KEY!r} entry in its ONNX metadata_props; re-export it with "
+            "skin_demo.train so the config travels inside the model"
+        )
+    embedded_raw = _parse_json(metadata[ONNX_METADATA_KEY], model_path, what=f"embedded {ONNX_METADATA_KEY}")
+    _parse_config(embedded_raw, model_path, what=f"embedded {ONNX_METADATA_KEY}")
+    if embedded_raw != file_raw:
+        fields = _differing_fields(embedded_raw, file_raw)
+        raise PackageError(
+            f"{model_path}: the config embedded in the model differs from {config_path} "
+            f"(fields: {', '.join(fields)}); the two must be identical"
+        )
+    several = file_raw.get("format_version") == HEADS_FORMAT_VERSION
+    names = {task: _output_names(config, several) for task, config in configs.items()}
+    _check_signature(session, configs, names, model_path)
+    packs = {task: ModelPack(config, folder, source or f"local {folder}", session, names[task])
+             for task, config in configs.items()}  # fmt: skip
+    _check_runs(packs, model_path)
+    return packs
+
+
+def _output_names(config: PackageConfig, several: bool) -> dict[str, str]:
+    """A task's outputs -> their names in the graph: as they are in a single-task package, `<task>/<name>` in one
+    with several heads."""
+    return {name: head_output(config.task, name) if several else name for name in (OUTPUT_NAME, *config.outputs)}
+
+
+def _check_runs(packs: Mapping[str, ModelPack], model_path: Path) -> None:
+    """Run a batch of two blank images once: proves the batch axis is dynamic and pays ORT's first-run cost at
+    startup rather than on the first visitor's request."""
+    first = next(iter(packs.values()))
+    height, width = first.config.preprocess.size
+    try:
+        values = first.graph_outputs(np.zeros((2, 3, height, width), dtype=np.float32))
+    except Exception as exc:  # an ORT error on a valid-looking graph
+        raise PackageError(
+            f"{model_path}: running the model on a test batch failed. ONNX Runtime says: {_reason(exc)}"
+        ) from None
+    for pack in packs.values():
+        name = pack.output_name(OUTPUT_NAME)
+        shape = values[name].shape
+        if shape != (2, len(pack.config.labels)):
             raise PackageError(
-                f"{model_path}: running the model on a test batch failed. ONNX Runtime says: {_reason(exc)}"
-            ) from None
-        shape = values[OUTPUT_NAME].shape
-        if shape != (2, len(self.config.labels)):
-            raise PackageError(
-                f"{model_path}: output {OUTPUT_NAME!r} has shape {list(shape)} for a batch of 2, "
-                f"expected [2, {len(self.config.labels)}] (one logit per label)"
+                f"{model_path}: output {name!r} has shape {list(shape)} for a batch of 2, "
+                f"expected [2, {len(pack.config.labels)}] (one logit per label)"
             )
 
 
@@ -270,9 +321,9 @@ def _nested_deeper_than(document: Any, limit: int) -> bool:
     return False
 
 
-def _parse_config(raw: dict[str, Any], path: Path, what: str = "config") -> PackageConfig:
+def _parse_config(raw: dict[str, Any], path: Path, what: str = "config") -> dict[str, PackageConfig]:
     try:
-        return PackageConfig.from_dict(raw)
+        return package_heads(raw)
     except ConfigError as exc:
         prefix = "" if what == "config" else f"{what}: "
         raise PackageError(f"{path}: {prefix}{exc}") from None
@@ -282,8 +333,12 @@ def _differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k, object()) != b.get(k, object()))
 
 
-def _check_signature(session: ort.InferenceSession, config: PackageConfig, model_path: Path) -> None:
-    height, width = config.preprocess.size
+def _check_signature(session: ort.InferenceSession, configs: Mapping[str, PackageConfig],
+                     names: Mapping[str, Mapping[str, str]], model_path: Path) -> None:  # fmt: skip
+    """One float32 input `image` at the heads' size with a dynamic batch axis; a float32 [N, K] logits output per
+    head (the first output in a single-task package); no output the config does not name."""
+    first = next(iter(configs.values()))
+    height, width = first.preprocess.size
     inputs = session.get_inputs()
     if [i.name for i in inputs] != [INPUT_NAME]:
         raise PackageError(
@@ -303,27 +358,31 @@ def _check_signature(session: ort.InferenceSession, config: PackageConfig, model
             f"{model_path}: input {INPUT_NAME!r} has a fixed batch size {shape[0]}; the batch axis must be dynamic"
         )
 
-    outputs = session.get_outputs()
-    if not outputs or outputs[0].name != OUTPUT_NAME:
+    outputs = {o.name: o for o in session.get_outputs()}
+    if len(configs) == 1 and [*outputs][:1] != [OUTPUT_NAME]:
         raise PackageError(
-            f"{model_path}: the first output must be named {OUTPUT_NAME!r}, found {[o.name for o in outputs]}"
+            f"{model_path}: the first output must be named {OUTPUT_NAME!r}, found {list(outputs)}"
         )
-    logits = outputs[0]
-    if logits.type != "tensor(float)":
-        raise PackageError(f"{model_path}: output {OUTPUT_NAME!r} must be float32, found {logits.type}")
-    k = len(config.labels)
-    out_shape = list(logits.shape)
-    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != k):
-        raise PackageError(
-            f"{model_path}: output {OUTPUT_NAME!r} has shape {out_shape}, expected [N, {k}] "
-            f"(one logit per label; {CONFIG_FILE} lists {k} labels)"
-        )
-    extra = [o.name for o in outputs[1:]]
-    if sorted(extra) != sorted(config.outputs):
-        raise PackageError(
-            f"{model_path}: extra outputs {extra} do not match the outputs {sorted(config.outputs)} "
-            f"in {CONFIG_FILE}; every output besides {OUTPUT_NAME!r} must be named there"
-        )
+    for task, config in configs.items():
+        name = names[task][OUTPUT_NAME]
+        if name not in outputs:
+            raise PackageError(f"{model_path}: no output {name!r} for the {task} head, found {list(outputs)}")
+        logits = outputs[name]
+        if logits.type != "tensor(float)":
+            raise PackageError(f"{model_path}: output {name!r} must be float32, found {logits.type}")
+        k = len(config.labels)
+        out_shape = list(logits.shape)
+        if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != k):
+            raise PackageError(
+                f"{model_path}: output {name!r} has shape {out_shape}, expected [N, {k}] "
+                f"(one logit per label; {CONFIG_FILE} lists {k} labels for {task})"
+            )
+    expected = {in_graph for task_names in names.values() for in_graph in task_names.values()}
+    if extra := sorted(set(outputs) - expected):
+        raise PackageError(f"{model_path}: extra outputs {extra} are not named in {CONFIG_FILE}; every output besides "
+                           "the logits must be named in the outputs of a config")  # fmt: skip
+    if missing := sorted(expected - set(outputs)):
+        raise PackageError(f"{model_path}: no outputs {missing}, which {CONFIG_FILE} names")
 
 
 def _reason(exc: BaseException) -> str:

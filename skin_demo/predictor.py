@@ -163,7 +163,7 @@ class Predictor:
             if cfg not in tensors:
                 tensors[cfg] = preprocess(rgb, cfg)[np.newaxis]
         preprocessed = time.perf_counter()
-        outputs = {pack.config.task: pack.outputs(tensors[pack.config.preprocess]) for pack in self.packs}
+        outputs = self.outputs(tensors)
         probs = {pack.config.task: _by_label(pack, pack.calibrated(outputs[pack.config.task][OUTPUT_NAME])[0])
                  for pack in self.packs}  # fmt: skip
         inferred = time.perf_counter()
@@ -199,6 +199,15 @@ class Predictor:
             image_domain=domain,
             attention=attention,
         ), rgb
+
+    def outputs(self, tensors: Mapping[PreprocessConfig, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """Each task's outputs for a batch preprocessed per config; the heads of one package share its graph (and
+        its input), so one run of it answers them all."""
+        runs: dict[object, dict[str, np.ndarray]] = {}
+        for pack in self.packs:
+            if pack.graph not in runs:
+                runs[pack.graph] = pack.graph_outputs(tensors[pack.config.preprocess])
+        return {pack.config.task: pack.own_outputs(runs[pack.graph]) for pack in self.packs}
 
     def _attention(self, flag: MalignancyFlag, top_label: str, outputs: dict[str, dict[str, np.ndarray]],
                    probs: dict[str, dict[str, float]], rgb: Image.Image) -> dict[str, AttentionMap]:

@@ -5,7 +5,8 @@ reached are settings; loading the packages and falling back from the Hub is skin
 
 Environment variables (they override the settings file):
   SKIN_DEMO_SETTINGS                  path of a TOML settings file (default: none)
-  SKIN_DEMO_MODELS_DIR                folder with the bundled `malignancy/`, `lesion_type/`, `lesion_check/`
+  SKIN_DEMO_MODELS_DIR                folder of the bundled packages: one folder per package, each answering the
+                                      tasks its config.json names (malignancy, lesion_type, lesion_check)
   SKIN_DEMO_MALIGNANCY_REPO           Hub repo id of the malignancy package, e.g. org/skin-demo-malignancy
   SKIN_DEMO_MALIGNANCY_REVISION       its revision: a 40-hex commit sha (a branch or tag can move under the app)
   SKIN_DEMO_LESION_TYPE_REPO          same for the lesion-type package
@@ -111,9 +112,6 @@ class Settings:
         worker an ordinary photo queued behind a flood of huge PNGs for seconds (measured: 12.8 s p95); memory
         stays bounded by that slot whatever the concurrency."""
         return self.concurrency or max(MIN_CONCURRENCY, available_cpus() // self.ort_threads)
-
-    def bundled_dir(self, task: str) -> Path:
-        return Path(self.models_dir) / task
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

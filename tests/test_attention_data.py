@@ -9,8 +9,9 @@ from PIL import Image
 
 from skin_demo import REPO_ROOT
 from skin_demo.attention import AttentionMap
-from skin_demo.modelpack import ModelPack
+from skin_demo.hub import load_models
 from skin_demo.predictor import Predictor
+from skin_demo.settings import Settings
 from skin_demo.train import sources
 
 PICTURES = 40
@@ -42,8 +43,7 @@ def _peak_quadrant(attention: AttentionMap, width: int, height: int) -> tuple[in
 
 @pytest.mark.data
 def test_the_map_s_maximum_lies_in_the_quadrant_of_a_pasted_lesion(ham10000_dir):
-    predictor = Predictor.from_models({task: ModelPack.load(MODELS / task, threads=1)
-                                       for task in ("malignancy", "lesion_type", "lesion_check")})
+    predictor = Predictor.from_models(load_models(Settings(models_dir=MODELS, threads=1)))
     hits = {"malignancy": 0, "lesion_type": 0}
     for i, sample in enumerate(_one_image_per_lesion(ham10000_dir, PICTURES)):
         lesion = Image.open(sample.path).convert("RGB")

@@ -23,6 +23,12 @@ LABELS = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 MODEL_URL = f"/{REPO}/resolve/{{sha}}/model.onnx"
 
 
+def load_one(*args, **kwargs) -> ModelPack:
+    """load_from_hub for the single-task packages these tests publish: their one ModelPack."""
+    (pack,) = load_from_hub(*args, **kwargs).values()
+    return pack
+
+
 def resolve_gets(hub) -> list[str]:
     return [path for method, path in hub.requests if method == "GET" and "/resolve/" in path]
 
@@ -41,10 +47,10 @@ def published(hub, tmp_path):
 def test_download_pins_the_revision_by_sha(hub, published):
     sha1, v1 = published["v1"]
     sha2, _ = published["v2"]
-    by_sha = load_from_hub(REPO, sha1, threads=1)
+    by_sha = load_one(REPO, sha1, threads=1)
     assert by_sha.source == f"hub {REPO}@{sha1}"
     assert by_sha.config.temperature == 1.0
-    assert load_from_hub(REPO, sha2, threads=1).config.temperature == 3.0
+    assert load_one(REPO, sha2, threads=1).config.temperature == 3.0
     # Same bytes as the local package, same answers.
     batch = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(by_sha.logits(batch), ModelPack.load(v1, threads=1).logits(batch))
@@ -55,44 +61,44 @@ def test_a_branch_or_tag_is_refused_unless_unpinned_revisions_are_allowed(hub, p
     sha1, _ = published["v1"]
     for revision in ("main", "v1"):
         with pytest.raises(HubError, match="not a 40-hex commit sha"):
-            load_from_hub(REPO, revision, threads=1)
+            load_one(REPO, revision, threads=1)
     assert resolve_gets(hub) == [], "nothing is downloaded for an unpinned revision"
-    by_tag = load_from_hub(REPO, "v1", threads=1, allow_unpinned=True)
+    by_tag = load_one(REPO, "v1", threads=1, allow_unpinned=True)
     assert by_tag.source == f"hub {REPO}@{sha1} (revision v1)"
-    assert load_from_hub(REPO, "main", threads=1, allow_unpinned=True).config.temperature == 3.0
+    assert load_one(REPO, "main", threads=1, allow_unpinned=True).config.temperature == 3.0
 
 
 def test_second_load_is_served_from_the_cache(hub, published):
     sha1, _ = published["v1"]
-    load_from_hub(REPO, sha1, threads=1)
+    load_one(REPO, sha1, threads=1)
     assert len(resolve_gets(hub)) == 3  # config.json, model.onnx, README.md
     hub.requests.clear()
-    load_from_hub(REPO, sha1, threads=1)
+    load_one(REPO, sha1, threads=1)
     assert hub.requests == []  # a commit sha already in the cache needs no request at all
-    load_from_hub(REPO, "v1", threads=1, allow_unpinned=True)
+    load_one(REPO, "v1", threads=1, allow_unpinned=True)
     assert resolve_gets(hub) == []  # a tag is re-checked but nothing is downloaded again
 
 
 def test_unreachable_hub_uses_a_cached_copy_of_the_same_revision(hub, published):
     sha1, _ = published["v1"]
-    load_from_hub(REPO, "v1", threads=1, allow_unpinned=True)
+    load_one(REPO, "v1", threads=1, allow_unpinned=True)
     hub.set_fault("down")
-    pack = load_from_hub(REPO, "v1", threads=1, allow_unpinned=True)
+    pack = load_one(REPO, "v1", threads=1, allow_unpinned=True)
     assert pack.source == f"hub {REPO}@{sha1} (revision v1) (from the cache; the Hub did not answer)"
     with pytest.raises(HubError, match="download failed"):
-        load_from_hub(REPO, "main", threads=1, allow_unpinned=True)  # never downloaded: nothing in the cache
+        load_one(REPO, "main", threads=1, allow_unpinned=True)  # never downloaded: nothing in the cache
 
 
 def test_offline_mode_uses_the_cache_only(hub, published, monkeypatch):
     sha1, _ = published["v1"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubError, match=REPO):
-        load_from_hub(REPO, sha1, threads=1)  # nothing cached yet
+        load_one(REPO, sha1, threads=1)  # nothing cached yet
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    load_from_hub(REPO, sha1, threads=1)
+    load_one(REPO, sha1, threads=1)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.requests.clear()
-    assert load_from_hub(REPO, sha1, threads=1).config.labels == LABELS
+    assert load_one(REPO, sha1, threads=1).config.labels == LABELS
     assert hub.requests == []
 
 
@@ -196,7 +202,7 @@ def test_page_shows_the_fallback_reason(hub, published, tmp_path, caplog, monkey
 def test_a_broken_hub_package_is_a_package_error_naming_the_file_in_the_repo(hub, tmp_path):
     sha = hub.add_commit(REPO, package_files(make_package(tmp_path / "p", "lesion_type", metadata=None)))
     with pytest.raises(PackageError, match=rf"^hub {REPO}@{sha}: model\.onnx: .*skin_demo\.config") as caught:
-        load_from_hub(REPO, sha, threads=1)
+        load_one(REPO, sha, threads=1)
     assert "hf_home" not in str(caught.value) and "snapshots" not in str(caught.value)
 
 
@@ -204,7 +210,7 @@ def test_only_the_package_files_are_downloaded(hub, tmp_path):
     """Other files in the repo (a checkpoint, notes) are never fetched."""
     extra = {"checkpoint.bin": bytes(range(256)) * 64, "notes/training.md": b"# notes"}
     sha = hub.add_commit(REPO, {**package_files(make_package(tmp_path / "p", "lesion_type")), **extra})
-    pack = load_from_hub(REPO, sha, threads=1)
+    pack = load_one(REPO, sha, threads=1)
     assert sorted(p.name for p in pack.path.iterdir()) == ["README.md", "config.json", "model.onnx"]
     assert sorted(path.rsplit("/", 1)[-1] for path in resolve_gets(hub)) == ["README.md", "config.json", "model.onnx"]
 
@@ -212,7 +218,7 @@ def test_only_the_package_files_are_downloaded(hub, tmp_path):
 def test_a_repo_without_a_package_is_a_hub_error(hub, tmp_path):
     sha = hub.add_commit(REPO, {"README.md": b"# not a package"})
     with pytest.raises(HubError, match=r"has no config\.json or model\.onnx at this revision"):
-        load_from_hub(REPO, sha, threads=1)
+        load_one(REPO, sha, threads=1)
 
 
 # -- bounds: what a hostile Hub cannot make the app download ----------------------------------------------------
@@ -234,7 +240,7 @@ def test_a_file_declared_over_the_cap_is_refused_before_any_byte_of_it(hub, tmp_
     cache before ONNX Runtime refused it. Now not one byte of it is requested."""
     sha = big_model_repo(hub, tmp_path, 4_000_000_000)
     with pytest.raises(HubError, match=r"model\.onnx is 4000\.0 MB, over the limit of 200\.0 MB per file"):
-        load_from_hub(REPO, sha, threads=1)
+        load_one(REPO, sha, threads=1)
     assert not [p for p in resolve_gets(hub) if p.endswith("model.onnx")]
     assert cache_bytes(isolated_hf_home) < 100_000
 
@@ -244,7 +250,7 @@ def test_a_package_over_its_cap_is_refused_before_downloading(hub, tmp_path):
     sha = hub.add_commit(REPO, {**files, "README.md": Generated(900_000)})
     limits = Limits(max_file_bytes=1_000_000, max_package_bytes=500_000)
     with pytest.raises(HubError, match=r"the package is 0\.9 MB, over the limit of 0\.5 MB"):
-        load_from_hub(REPO, sha, threads=1, limits=limits)
+        load_one(REPO, sha, threads=1, limits=limits)
     assert resolve_gets(hub) == []
 
 
@@ -254,7 +260,7 @@ def test_a_file_larger_than_declared_is_stopped_while_it_downloads(hub, tmp_path
     sha = big_model_repo(hub, tmp_path, 2_000_000)
     hub.set_fault("oversend", extra_bytes=48_000_000)
     with pytest.raises(HubError, match=r"(README\.md|config\.json|model\.onnx) sent more than .* got at least"):
-        load_from_hub(REPO, sha, threads=1, limits=Limits(max_file_bytes=10_000_000, max_package_bytes=20_000_000))
+        load_one(REPO, sha, threads=1, limits=Limits(max_file_bytes=10_000_000, max_package_bytes=20_000_000))
     # huggingface_hub reads 10 MB at a time, and the socket buffers hold a few more: the client hung up far short
     # of the 50 MB on offer.
     assert sum(hub.sent.values()) < 30_000_000
@@ -287,9 +293,9 @@ def test_a_download_stopped_at_the_deadline_is_completed_by_the_next_load(hub, t
     sha = hub.add_commit(REPO, package_files(make_package(tmp_path / "p", "lesion_type")))
     hub.set_fault("drip", delay_s=0.5)  # README.md, config.json, model.onnx: one piece each, half a second apart
     with pytest.raises(HubError, match="did not finish"):
-        load_from_hub(REPO, sha, threads=1, limits=Limits(deadline_s=1.2))
+        load_one(REPO, sha, threads=1, limits=Limits(deadline_s=1.2))
     hub.set_fault(None)
-    assert load_from_hub(REPO, sha, threads=1).config.labels == LABELS
+    assert load_one(REPO, sha, threads=1).config.labels == LABELS
 
 
 def test_a_branch_as_revision_falls_back_and_says_why(hub, published, tmp_path, caplog):

@@ -99,7 +99,7 @@ BROKEN = {
     "no embedded config": ({"metadata": None}, None, "model.onnx", "skin_demo.config"),
     "embedded config not JSON": ({"metadata": "{oops"}, None, "model.onnx", "not valid JSON"),
     "unknown format_version everywhere": (
-        {"config_overrides": {"format_version": 2}}, None, "config.json", "unknown format_version 2"
+        {"config_overrides": {"format_version": 3}}, None, "config.json", "unknown format_version 3"
     ),
     "unknown format_version embedded": (
         {"metadata": {**tiny_config("lesion_type", LABELS, ("mel",)), "format_version": 99}},

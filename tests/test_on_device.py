@@ -2,7 +2,8 @@
 imaging.preprocess, EXIF, bad files, phone layout, nothing leaving the page, offline use, and the static build.
 
 One app (tiny packages, tests/web_packages.py) and one loaded page serve most tests; the real-image test launches the
-app on the bundled packages. The server side is always the launched app's /predict through gradio_client.
+app on the bundled packages, and one test an app whose malignancy and lesion_type are one package with a head per
+task. The server side is always the launched app's /predict through gradio_client.
 """
 
 from __future__ import annotations
@@ -25,24 +26,38 @@ import numpy as np
 import pytest
 import yaml
 from gradio_client import Client, handle_file
+from onnx import helper
 from PIL import Image
 
 from skin_demo import imaging, postprocess, texts, ui
-from skin_demo.config import PackageConfig, PreprocessConfig
-from skin_demo.hub import load_models
+from skin_demo.config import (
+    HEADS_FORMAT_VERSION,
+    ONNX_METADATA_KEY,
+    ConfigError,
+    PackageConfig,
+    PreprocessConfig,
+    package_heads,
+)
+from skin_demo.hub import bundled_folders, load_models
 from skin_demo.settings import Settings
 from skin_demo.web.build import main as build_main
 from tests import image_files as files
 from tests.conftest import REPO_ROOT, SHARED_DATA
 from tests.tiny_packages import PER_DOMAIN_METRICS, make_package, per_domain_overrides
-from tests.web_packages import DARK, GREEN, SKIN, make_lesion_check_package, make_three_packages
+from tests.web_packages import (
+    DARK,
+    GREEN,
+    SKIN,
+    make_combined_packages,
+    make_lesion_check_package,
+    make_three_packages,
+)
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 120_000  # generous: CI's two cores are shared with everything else
 TOLERANCE = 1e-3
 TINY_MAP_TOLERANCE = 5e-3
-TASKS = ("malignancy", "lesion_type", "lesion_check")
 
 
 # -- fixtures --------------------------------------------------------------------------------------------------
@@ -199,7 +214,8 @@ def solid(path: Path, colour: tuple[int, int, int], size=(90, 60)) -> Path:
 
 
 # -- the tiny app ------------------------------------------------------------------------------------------------
-def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
+def assert_page_matches_predict(page, app: App, tmp_path: Path) -> None:
+    """The page's answers are /predict's on photos (down- and upscaled) and on a plain colour for each domain."""
     images = [
         files.jpeg(tmp_path / "photo.jpg", 640, 480, seed=1),
         files.save(files.lesion_photo(200, 150, seed=2), tmp_path / "small.png", format="PNG"),
@@ -210,7 +226,7 @@ def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
     ]
     domains = []
     for path in images:
-        server = tiny_app.predict(path)
+        server = app.predict(path)
         on_device = analyse(page, path)
         # The tiny packages' map is a mean of raw pixels over 8x8 blocks; rescaled to [0, 1] over a nearly flat
         # random picture it magnifies the browser's and Pillow's JPEG decoding differences (one level here and
@@ -219,6 +235,42 @@ def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
         assert on_device["image_domain"]["label"] == server["image_domain"]["label"]
         domains.append(server["image_domain"]["label"])
     assert domains[-3:] == ["dermoscopy", "clinical", "not_lesion"], "the colours must exercise every domain"
+
+
+def test_page_gives_the_numbers_and_calls_of_predict(page, tiny_app, tmp_path):
+    assert_page_matches_predict(page, tiny_app, tmp_path)
+
+
+# Records every InferenceSession.run of the page's runtime (the module the engine imported: one instance per URL).
+COUNT_GRAPH_RUNS_JS = """async () => {
+  const m = await (await fetch("manifest.json")).json();
+  const ort = await import(new URL(m.runtime.module, location.href).href);
+  const run = ort.InferenceSession.prototype.run;
+  window.graphRuns = [];
+  ort.InferenceSession.prototype.run = function (...args) {
+    window.graphRuns.push(this);
+    return run.apply(this, args);
+  };
+}"""
+
+
+def test_a_package_with_a_head_per_task_is_downloaded_and_run_once(browser, tmp_path_factory, tmp_path):
+    """Malignancy and lesion_type as one package with a head per task (skin_demo.train.combine): the page fetches its
+    file once, makes one session of it, runs that once per analysis for both tasks and gives /predict's numbers."""
+    root = tmp_path_factory.mktemp("combined_app")
+    with launched(root, make_combined_packages(root)) as app:
+        assert app.models["malignancy"].graph is app.models["lesion_type"].graph, "the server runs it once too"
+        page = open_page(browser, app.page_url)
+        manifest = page.evaluate("() => fetch('manifest.json').then(r => r.json())")
+        assert [m["tasks"] for m in manifest["models"]] == [["malignancy", "lesion_type"], ["lesion_check"]]
+        fetched = {r.url for r in page.requests if "/models/" in r.url}
+        assert fetched == {app.page_url + m["url"] for m in manifest["models"]}
+        assert_page_matches_predict(page, app, tmp_path)
+        page.evaluate(COUNT_GRAPH_RUNS_JS)
+        analyse(page, files.jpeg(tmp_path / "photo.jpg", 400, 300, seed=4))
+        runs, sessions = page.evaluate("() => [window.graphRuns.length, new Set(window.graphRuns).size]")
+        assert (runs, sessions) == (2, 2), "the two heads' graph once, the lesion check's once"
+        page.context.close()
 
 
 def test_the_older_two_label_check_gives_the_same_answers_on_the_page(browser, tmp_path_factory, tmp_path):
@@ -240,6 +292,68 @@ def test_the_older_two_label_check_gives_the_same_answers_on_the_page(browser, t
 
 def _config(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())
+
+
+def config_only_onnx(config: object) -> str:
+    """base64 of an ONNX file with an empty graph and `config` embedded as a package's config."""
+    model = helper.make_model(helper.make_graph([], "config only", [], []))
+    helper.set_model_props(model, {ONNX_METADATA_KEY: json.dumps(config)})
+    return base64.b64encode(model.SerializeToString()).decode("ascii")
+
+
+def heads_config(*heads: dict) -> dict:
+    return {"format_version": HEADS_FORMAT_VERSION, "heads": list(heads)}
+
+
+def test_the_pages_config_check_takes_and_refuses_what_package_heads_does(page, tmp_path):
+    """onnx_config.js's embeddedConfigs against config.package_heads, on both formats and what breaks them; and the
+    page refuses a file whose heads lack a task it is served for."""
+    malignancy = _config(make_package(tmp_path / "malignancy", "malignancy"))
+    types = _config(make_package(tmp_path / "lesion_type", "lesion_type"))
+    reordered = {**types, "preprocess": dict(reversed(types["preprocess"].items()))}  # the same, keys reordered
+    cropped = {**types, "preprocess": {**types["preprocess"], "crop_pct": 0.9}}
+    cases = [
+        (malignancy, ["malignancy"]),
+        (heads_config(malignancy, types), ["malignancy", "lesion_type"]),
+        (heads_config(malignancy, reordered), ["lesion_type"]),
+        (heads_config(malignancy), ["malignancy"]),
+        (heads_config(malignancy, types), ["lesion_check"]),  # not one of its heads
+        (malignancy, ["lesion_type"]),
+        *((raw, ["malignancy"]) for raw in [
+            {**malignancy, "format_version": 3}, {**malignancy, "format_version": "1"}, {**malignancy, "task": ""},
+            {**malignancy, "labels": []}, [malignancy], heads_config(), {"format_version": 2, "heads": malignancy},
+            heads_config(malignancy, malignancy), heads_config(malignancy, cropped),
+            heads_config(malignancy, {**types, "format_version": 2}),
+            {**heads_config(malignancy), "task": "malignancy"},
+            heads_config(malignancy, {k: v for k, v in types.items() if k != "task"}),
+        ]),
+    ]  # fmt: skip
+    outcomes = page.evaluate(
+        """async (cases) => {
+          const { embeddedConfigs } = await import(new URL("onnx_config.js", location.href).href);
+          const m = await (await fetch("manifest.json")).json();
+          const versions = { single: m.format_version, heads: m.heads_format_version };
+          return cases.map(([base64, tasks]) => {
+            const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+            try {
+              const { configs, several } = embeddedConfigs(bytes.buffer, m.metadata_key, { tasks, versions });
+              return { tasks: Object.keys(configs), several };
+            } catch (error) {
+              return { error: error.message };
+            }
+          });
+        }""",
+        [(config_only_onnx(raw), tasks) for raw, tasks in cases],
+    )
+    for (raw, tasks), outcome in zip(cases, outcomes, strict=True):
+        try:
+            heads = list(package_heads(raw))
+        except ConfigError:
+            heads = []
+        if set(tasks) <= set(heads):
+            assert outcome == {"tasks": heads, "several": raw["format_version"] == HEADS_FORMAT_VERSION}, raw
+        else:
+            assert outcome["error"], (raw, tasks)
 
 
 def test_the_pages_rule_is_postprocess_on_any_numbers(page, tmp_path):
@@ -446,7 +560,7 @@ def test_page_works_offline_after_the_first_visit(browser, tiny_app, tmp_path):
     assert page.url == tiny_app.page_url
     manifest = page.evaluate("() => fetch('manifest.json').then(r => r.json())")
     first_use_mb = (manifest["runtime"]["wasm"]["transfer_bytes"] + sum(m["transfer_bytes"] for m in
-                                                                        manifest["models"].values())) / 1e6  # fmt: skip
+                                                                        manifest["models"])) / 1e6  # fmt: skip
     assert f"Downloaded {first_use_mb:.1f} MB for this first use" in page.locator("#load-status").inner_text()
     online = analyse(page, photo)
     page.wait_for_function("() => navigator.serviceWorker.controller !== null")
@@ -528,25 +642,20 @@ def test_browser_benchmark_runs_end_to_end(tiny_app, tmp_path):
 # -- real images on the bundled packages -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_app(tmp_path_factory):
-    """The app on the bundled packages (models/); a tiny lesion check stands in until models/lesion_check exists."""
-    bundled = REPO_ROOT / "models"
-    if not all((bundled / t / "model.onnx").is_file() for t in TASKS[:2]):
+    """The app on the bundled packages (each folder of models/ with the tasks its config answers: one, or one per
+    head); a tiny lesion check stands in where none of them answers lesion_check."""
+    bundled = bundled_folders(REPO_ROOT / "models")
+    if not {"malignancy", "lesion_type"} <= set(bundled):
         pytest.skip("the bundled model packages are not in models/")
     root = tmp_path_factory.mktemp("on_device_real")
     models = root / "models"
     models.mkdir()
-    for task in TASKS:
-        if (bundled / task / "model.onnx").is_file():
-            (models / task).symlink_to(bundled / task)
-        else:
-            make_lesion_check_package(models / task)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio_tmp"))
-        app = App(root, models)
-        try:
-            yield app
-        finally:
-            app.close()
+    for folder in set(bundled.values()):
+        (models / folder.name).symlink_to(folder)
+    if "lesion_check" not in bundled:
+        make_lesion_check_package(models / "lesion_check")
+    with launched(root, models) as app:
+        yield app
 
 
 def real_test_images(ham10000_dir: Path) -> list[Path]:

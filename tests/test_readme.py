@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from skin_demo.modelpack import ModelPack
+from skin_demo.modelpack import ModelPack, load_package
 from tests.conftest import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -21,7 +21,7 @@ def _api_example() -> dict:
 
 def test_the_api_example_quotes_the_bundled_thresholds():
     example = _api_example()
-    malignancy = ModelPack.load(REPO_ROOT / "models" / "malignancy").config
+    malignancy = load_package(REPO_ROOT / "models" / "classifiers")["malignancy"].config
     check = ModelPack.load(REPO_ROOT / "models" / "lesion_check").config
     flag = example["malignancy_flag"]
     assert flag["threshold"] == malignancy.decision_thresholds[flag["domain"]]

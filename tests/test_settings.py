@@ -88,8 +88,15 @@ def test_corrupt_bundled_package_is_a_startup_error_naming_the_file(tmp_path):
         load_models(Settings(models_dir=models_dir))
 
 
-def test_swapped_bundled_packages_are_refused(tmp_path):
-    make_package(tmp_path / "models" / "malignancy", "lesion_type")
-    make_package(tmp_path / "models" / "lesion_type", "lesion_type")
-    with pytest.raises(PackageError, match="expected 'malignancy'"):
+def test_two_bundled_packages_for_one_task_are_refused(tmp_path):
+    make_models_dir(tmp_path / "models")
+    make_package(tmp_path / "models" / "lesion_type_old", "lesion_type")
+    with pytest.raises(PackageError, match="lesion_type_old/config.json: answers lesion_type, as .* one bundled package per task"):
+        load_models(Settings(models_dir=tmp_path / "models"))
+
+
+def test_a_task_no_bundled_package_answers_is_a_startup_error(tmp_path):
+    make_package(tmp_path / "models" / "malignancy", "lesion_type")  # the folder's name does not make the task
+    make_package(tmp_path / "models" / "lesion_check", "lesion_check")
+    with pytest.raises(PackageError, match="no bundled package answers malignancy"):
         load_models(Settings(models_dir=tmp_path / "models"))

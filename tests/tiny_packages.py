@@ -10,6 +10,7 @@ paths it runs for the real EfficientNet packages. Variants build the broken pack
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from skin_demo.config import ATTENTION_OUTPUT, FORMAT_VERSION, ONNX_METADATA_KEY
 from skin_demo.taxonomy import LESION_CODES, MALIGNANCY_LABELS, MALIGNANT_CODES
+from skin_demo.train.combine import combine_packages
 
 OPSET = 17
 IR_VERSION = 8  # readable by every ONNX Runtime this project supports
@@ -292,3 +294,14 @@ def package_files(folder: Path | str) -> dict[str, bytes]:
     """The files of a package folder as {name: bytes} (for uploading to a Hub stand-in)."""
     folder = Path(folder)
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def combine_classifiers(models_dir: Path | str, name: str = "classifiers") -> Path:
+    """Make the tiny malignancy and lesion-type packages of `models_dir` one package with a head each (`combine`:
+    their feature nodes are the same), in `models_dir`/`name`, and remove the two; returns the new folder."""
+    models_dir = Path(models_dir)
+    parts = [models_dir / "malignancy", models_dir / "lesion_type"]
+    combined = combine_packages(parts, models_dir / name)
+    for part in parts:
+        shutil.rmtree(part)
+    return combined

@@ -3,7 +3,8 @@
 The lesion check tells the image domains apart (labels dermoscopy / clinical / not_lesion, or in its older form
 lesion / not_lesion) and has a decision_threshold; the malignancy package decides per domain (clinical photos on the
 lesion-type sum, at their own threshold). Malignancy and lesion_type use bicubic resizing (as the trained packages do)
-and the lesion check bilinear, so the page has to handle two preprocessing configs in one analysis.
+and the lesion check bilinear, so the page has to handle two preprocessing configs in one analysis. The same
+malignancy and lesion_type packages also come as one package with a head per task (make_combined_packages).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from skin_demo.config import ATTENTION_OUTPUT
 
-from tests.tiny_packages import DOMAIN_CHECK_LABELS, make_package, per_domain_overrides
+from tests.tiny_packages import DOMAIN_CHECK_LABELS, combine_classifiers, make_package, per_domain_overrides
 
 LESION_CHECK_THRESHOLD = 0.5
 SIZE = (32, 32)
@@ -60,3 +61,11 @@ def make_three_packages(root: Path | str, *, domains: bool = True) -> Path:
                  **attention)
     make_lesion_check_package(root / "lesion_check", domains=domains)
     return root
+
+
+def make_combined_packages(root: Path | str) -> Path:
+    """A models/ folder in `root` with make_three_packages' packages, malignancy and lesion_type combined into one
+    package with a head per task (`classifiers`, by skin_demo.train.combine; the two share their feature nodes)."""
+    models = make_three_packages(Path(root) / "models")
+    combine_classifiers(models)
+    return models

@@ -1,5 +1,5 @@
 """`python -m skin_demo.train <command>`: split, fit, sweep, compare, decide, evaluate, quantize,
-add-attention, compact, publish, lesion-check."""
+add-attention, compact, combine, publish, lesion-check."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from skin_demo.train.split import grouped_stratified_split, write_split_csv
 def main(argv: list[str] | None = None) -> int:
     from skin_demo.train import (
         attention_cli,
+        combine,
         compact,
         compare,
         decide,
@@ -29,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m skin_demo.train", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _register_split(subparsers)
-    for module in (fit_cli, sweep, compare, decide, evaluate_cli, quantize_cli, attention_cli, compact, publish,
-                   lesion_check):
+    for module in (fit_cli, sweep, compare, decide, evaluate_cli, quantize_cli, attention_cli, compact, combine,
+                   publish, lesion_check):
         module.register(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -35,11 +35,11 @@ from skin_demo.train import sources
 from skin_demo.train.card import write_model_card
 from skin_demo.train.data import IGNORE_LABEL, Sample, label_index, task_labels
 from skin_demo.train.metrics import compute_report
+from skin_demo.train.package_files import EVAL_DIR
 from skin_demo.train.perturb import Perturbation
 from skin_demo.train.results import EvalReport, Evaluation
 from skin_demo.train.report import write_evaluation
 
-EVAL_DIR = "eval"
 DEFAULT_BATCH_SIZE = 32
 # The project's targets per task and test source (issue 16: three domains), recorded with every evaluation so the
 # card and the closing note say plainly which are missed.

@@ -10,6 +10,8 @@ import onnx
 from skin_demo.config import CONFIG_FILE, MODEL_FILE, ONNX_METADATA_KEY, PackageConfig
 from skin_demo.config import README_FILE as CARD_FILE
 
+EVAL_DIR = "eval"  # a package's held-out evaluation: metrics.json, EVAL.md and the plots
+
 
 def embed_config(proto: onnx.ModelProto, config: PackageConfig) -> onnx.ModelProto:
     """`proto` with `config` in its metadata (replacing an older copy); other metadata is kept."""

@@ -1,12 +1,15 @@
 """Publish a model package to the Hugging Face Hub.
 
-`python -m skin_demo.train publish models/<task> --repo ORG/NAME [--revision BRANCH] [--private] [--dry-run]`
+`python -m skin_demo.train publish PACKAGE --repo ORG/NAME [--revision BRANCH] [--private] [--dry-run]`
 
-The package is validated with the serving loader first (a package the app would refuse is never uploaded), its
-model card is regenerated from config.json and the per-source evaluation in eval/metrics.json (a lesion-check
-package keeps the card its own training wrote), and model.onnx, config.json, README.md and eval/* go up in one
-commit. The command prints the commit sha: pin the app to it (SKIN_DEMO_<TASK>_REPO and
-SKIN_DEMO_<TASK>_REVISION), never to a branch that can move.
+PACKAGE is a single-task package (models/<task>) or one with a head per task that `combine` made
+(models/classifiers). It is validated with the serving loader first (a package the app would refuse is never
+uploaded). A single-task package's model card is regenerated from config.json and the per-source evaluation in
+eval/metrics.json (a lesion-check package keeps the card its own training wrote). A package with several heads keeps
+the card `combine` wrote, and each head's evaluation, eval/<task>/metrics.json, must match that head's config.
+model.onnx, config.json, README.md and everything under eval/ go up in one commit; eval/ on the Hub then mirrors
+eval/ here. The command prints the commit sha: pin the app to it (SKIN_DEMO_<TASK>_REPO and
+SKIN_DEMO_<TASK>_REVISION for every task the package answers), never to a branch that can move.
 """
 
 from __future__ import annotations
@@ -18,14 +21,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, README_FILE, ModelPack, PackageError
+from skin_demo.config import PackageConfig
+from skin_demo.modelpack import CONFIG_FILE, MODEL_FILE, README_FILE, PackageError, load_package
 from skin_demo.train.card import render_model_card
 from skin_demo.train.evaluate import EVAL_DIR, recorded_metrics
 from skin_demo.train.results import Evaluation
 from skin_demo.train.report import METRICS_FILE, read_evaluation
 from skin_demo.settings import ENV_PREFIX
 
+# huggingface_hub matches these with fnmatch, whose `*` spans `/`: `eval/*` takes eval/<task>/* too.
 UPLOAD_PATTERNS = [MODEL_FILE, CONFIG_FILE, README_FILE, f"{EVAL_DIR}/*"]
+IGNORE_PATTERNS = ["*/.*"]  # hidden files and folders (.DS_Store, .ipynb_checkpoints/) anywhere below eval/
+# eval/ on the Hub mirrors eval/ here: plots of an older evaluation must not linger next to new numbers.
+DELETE_PATTERNS = [f"{EVAL_DIR}/*"]
 CARD_TASKS = ("lesion_type", "malignancy")  # whose card card.py renders; other packages bring their own README.md
 
 
@@ -43,6 +51,7 @@ class PublishResult:
     commit_sha: str | None  # None for a dry run
     commit_url: str | None
     card_changed: bool  # README.md was (would be) regenerated
+    tasks: tuple[str, ...]  # the tasks the package answers, in head order
 
     @property
     def pinned(self) -> str | None:
@@ -62,50 +71,36 @@ def publish_package(
     allow_unevaluated: bool = False,
     commit_message: str | None = None,
 ) -> PublishResult:
-    """Validate, regenerate the card of, and upload the package in `package_dir` to the model repo `repo_id`.
+    """Validate, regenerate the card of (a single-task package), and upload the package in `package_dir` to the
+    model repo `repo_id`.
 
     branch: the branch to commit to (default "main"; created from main if missing).
     token: a Hub token; default HF_TOKEN or the saved login. endpoint: default HF_ENDPOINT or huggingface.co.
     dry_run: check everything and list the files, but write and upload nothing.
-    allow_unevaluated: publish a package without eval/metrics.json (refused by default: a public model needs
-    its held-out numbers on its card).
-    Raises PublishError for a package the app would refuse, a missing evaluation or a missing token; Hub errors
-    (huggingface_hub's HfHubHTTPError and friends) propagate.
+    allow_unevaluated: publish a package without eval/metrics.json (eval/<task>/metrics.json per head; refused by
+    default: a public model needs its held-out numbers on its card).
+    Raises PublishError for a package the app would refuse, a missing evaluation or card, or a missing token; Hub
+    errors (huggingface_hub's HfHubHTTPError and friends) propagate.
     """
     package_dir = Path(package_dir)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"--repo must be ORG/NAME (a model repo id), got {repo_id!r}")
     try:
-        pack = ModelPack.load(package_dir, threads=1)
+        packs = load_package(package_dir, threads=1)
     except PackageError as exc:
         raise PublishError(f"refusing to publish a broken package: {exc}") from None
-    readme = package_dir / README_FILE
-    if pack.config.task in CARD_TASKS:
-        try:
-            evaluation = read_evaluation(package_dir / EVAL_DIR)
-        except ValueError as exc:
-            raise PublishError(f"{exc}: re-run evaluate") from None
-        if evaluation is None and not allow_unevaluated:
-            raise PublishError(
-                f"{package_dir / EVAL_DIR / METRICS_FILE} not found: run `python -m skin_demo.train evaluate "
-                f"{package_dir} --ham ... --split ... --isic2017 ...` first (or pass --allow-unevaluated)"
-            )
-        _check_evaluation_matches(pack, evaluation, package_dir)
-        card = render_model_card(pack.config, evaluation, repo_id=repo_id)
+    configs = [pack.config for pack in packs.values()]
+    if len(configs) == 1:
+        card = _single_task_card(configs[0], package_dir, repo_id, allow_unevaluated)
     else:
-        if not readme.is_file():
-            raise PublishError(f"{readme} not found: a {pack.config.task} package brings its own model card")
-        if not (package_dir / EVAL_DIR / METRICS_FILE).is_file() and not allow_unevaluated:
-            raise PublishError(f"{package_dir / EVAL_DIR / METRICS_FILE} not found (or pass --allow-unevaluated)")
-        card = readme.read_text()
+        card = _heads_card(configs, package_dir, allow_unevaluated)
+    readme = package_dir / README_FILE
     card_changed = not readme.is_file() or readme.read_text() != card
-    files = [MODEL_FILE, CONFIG_FILE, README_FILE]
-    if (package_dir / EVAL_DIR).is_dir():
-        eval_files = (p for p in (package_dir / EVAL_DIR).iterdir() if p.is_file() and not p.name.startswith("."))
-        files += sorted(f"{EVAL_DIR}/{p.name}" for p in eval_files)
+    files = (MODEL_FILE, CONFIG_FILE, README_FILE, *eval_files(package_dir))
     branch = branch or "main"
+    tasks = tuple(packs)
     if dry_run:
-        return PublishResult(repo_id, branch, tuple(files), None, None, card_changed)
+        return PublishResult(repo_id, branch, files, None, None, card_changed, tasks)
 
     from huggingface_hub import HfApi, get_token
 
@@ -124,11 +119,19 @@ def publish_package(
         folder_path=package_dir,
         revision=branch,
         allow_patterns=UPLOAD_PATTERNS,
-        # eval/ on the Hub mirrors eval/ here: plots of an older evaluation must not linger next to new numbers.
-        delete_patterns=[f"{EVAL_DIR}/*"],
-        commit_message=commit_message or _default_message(pack),
+        ignore_patterns=list(IGNORE_PATTERNS),  # a copy: upload_folder appends its own defaults to the list
+        delete_patterns=DELETE_PATTERNS,
+        commit_message=commit_message or _default_message(configs),
     )
-    return PublishResult(repo_id, branch, tuple(files), info.oid, info.commit_url, card_changed)
+    return PublishResult(repo_id, branch, files, info.oid, info.commit_url, card_changed, tasks)
+
+
+def eval_files(package_dir: Path) -> list[str]:
+    """The repo paths of the files under eval/ (eval/<task>/ included) that the upload takes, sorted."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    local = sorted(p.relative_to(package_dir).as_posix() for p in (package_dir / EVAL_DIR).rglob("*") if p.is_file())
+    return list(filter_repo_objects(local, allow_patterns=UPLOAD_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
 
 
 def settings_lines(task: str, result: PublishResult) -> list[str]:
@@ -145,7 +148,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("package", type=Path, help="package folder, e.g. models/malignancy")
+    parser.add_argument(
+        "package", type=Path, help="package folder, e.g. models/malignancy, or models/classifiers (a head per task)"
+    )
     parser.add_argument("--repo", required=True, help="model repo id, ORG/NAME (created if missing)")
     parser.add_argument("--revision", help="branch to commit to (default: main; created if missing)")
     parser.add_argument("--private", action="store_true", help="create the repo as private (if it is new)")
@@ -154,7 +159,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT, then https://huggingface.co)")
     parser.add_argument("--message", help="commit message")
     parser.add_argument(
-        "--allow-unevaluated", action="store_true", help="publish even without eval/metrics.json (not recommended)"
+        "--allow-unevaluated",
+        action="store_true",
+        help="publish even without eval/metrics.json, or a head's eval/<task>/metrics.json (not recommended)",
     )
     parser.set_defaults(func=run)
     return parser
@@ -188,40 +195,91 @@ def run(args: argparse.Namespace) -> int:
         for name in result.files:
             print(f"  {name}")
         return 0
-    task = ModelPack.load(args.package, threads=1).config.task
     print(f"published {len(result.files)} files to {result.repo_id} (branch {result.branch}){card_note}")
     print(f"commit: {result.commit_sha}")
     if result.commit_url:
         print(f"url: {result.commit_url}")
     print(f"pinned revision: {result.pinned}")
     print("app settings (environment):")
-    for line in settings_lines(task, result):
-        print(f"  {line}")
+    for task in result.tasks:
+        for line in settings_lines(task, result):
+            print(f"  {line}")
     return 0
 
 
-def _check_evaluation_matches(pack: ModelPack, evaluation: Evaluation | None, package_dir: Path) -> None:
+def _single_task_card(config: PackageConfig, package_dir: Path, repo_id: str, allow_unevaluated: bool) -> str:
+    """The card to publish: rendered from config.json and eval/ for a CARD_TASKS package, else its own README.md."""
+    readme = package_dir / README_FILE
+    if config.task in CARD_TASKS:
+        evaluation = _checked_evaluation(config, package_dir / EVAL_DIR, str(package_dir / CONFIG_FILE),
+                                         "re-run evaluate")  # fmt: skip
+        if evaluation is None and not allow_unevaluated:
+            raise PublishError(
+                f"{package_dir / EVAL_DIR / METRICS_FILE} not found: run `python -m skin_demo.train evaluate "
+                f"{package_dir} --ham ... --split ... --isic2017 ...` first (or pass --allow-unevaluated)"
+            )
+        return render_model_card(config, evaluation, repo_id=repo_id)
+    if not readme.is_file():
+        raise PublishError(f"{readme} not found: a {config.task} package brings its own model card")
+    if not (package_dir / EVAL_DIR / METRICS_FILE).is_file() and not allow_unevaluated:
+        raise PublishError(f"{package_dir / EVAL_DIR / METRICS_FILE} not found (or pass --allow-unevaluated)")
+    return readme.read_text()
+
+
+def _heads_card(configs: list[PackageConfig], package_dir: Path, allow_unevaluated: bool) -> str:
+    """The card `combine` wrote, once each head's evaluation (eval/<task>/) is there and matches its config."""
+    for config in configs:
+        task = config.task
+        folder = package_dir / EVAL_DIR / task
+        remedy = f"evaluate the {task} package and combine again"
+        if task in CARD_TASKS:
+            config_name = f"{package_dir / CONFIG_FILE} ({task} head)"
+            found = _checked_evaluation(config, folder, config_name, remedy) is not None
+        else:
+            found = (folder / METRICS_FILE).is_file()
+        if not found and not allow_unevaluated:
+            raise PublishError(f"{folder / METRICS_FILE} not found: {remedy} (or pass --allow-unevaluated)")
+    readme = package_dir / README_FILE
+    if not readme.is_file():
+        parts = " ".join(f"<{config.task} package>" for config in configs)
+        raise PublishError(
+            f"{readme} not found: a package with several heads publishes the card `combine` writes; run "
+            f"`python -m skin_demo.train combine {parts} --out {package_dir}` again"
+        )
+    return readme.read_text()
+
+
+def _checked_evaluation(config: PackageConfig, folder: Path, config_name: str, remedy: str) -> Evaluation | None:
+    """The evaluation in `folder`, checked against `config` (named `config_name` in errors); None if there is none."""
+    try:
+        evaluation = read_evaluation(folder)
+    except ValueError as exc:
+        raise PublishError(f"{exc}: {remedy}") from None
     if evaluation is None:
-        return
-    config = pack.config
-    source = package_dir / EVAL_DIR / METRICS_FILE
+        return None
+    source = folder / METRICS_FILE
     if evaluation.task != config.task or tuple(evaluation.labels) != tuple(config.labels):
         raise PublishError(
             f"{source} is for task {evaluation.task!r} with labels {list(evaluation.labels)}, "
-            f"but the package is {config.task!r} with {list(config.labels)}: re-run evaluate"
+            f"but the package is {config.task!r} with {list(config.labels)}: {remedy}"
         )
     measured = json.loads(json.dumps(recorded_metrics(evaluation)))
     if config.metrics != measured:
         raise PublishError(
-            f"{package_dir / CONFIG_FILE} metrics (sources {sorted(config.metrics)}) do not match {source} "
-            f"(sources {sorted(measured)}, or different numbers): re-run evaluate"
+            f"{config_name} metrics (sources {sorted(config.metrics)}) do not match {source} "
+            f"(sources {sorted(measured)}, or different numbers): {remedy}"
         )
+    return evaluation
 
 
-def _default_message(pack: ModelPack) -> str:
+def _default_message(configs: list[PackageConfig]) -> str:
+    if len(configs) > 1:
+        tasks = " + ".join(config.task for config in configs)
+        return f"skin-demo {tasks} package ({configs[0].architecture}, a head per task)"
+    (config,) = configs
     numbers = ", ".join(
         f"{source} {key} {headline[key]}"
-        for source, headline in pack.config.metrics.items() if isinstance(headline, dict)
+        for source, headline in config.metrics.items() if isinstance(headline, dict)
         for key in ("balanced_accuracy", "roc_auc") if headline.get(key) is not None
     )
-    return f"skin-demo {pack.config.task} package ({pack.config.architecture})" + (f": {numbers}" if numbers else "")
+    return f"skin-demo {config.task} package ({config.architecture})" + (f": {numbers}" if numbers else "")

@@ -80,7 +80,7 @@ def build_static(
         target = out / packed.relative_to(STATIC_DIR).with_suffix("")
         with gzip.open(packed, "rb") as src, target.open("wb") as dst:
             shutil.copyfileobj(src, dst)
-    for file in files.values():
+    for file in files:
         target = out / file.url
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(file.path, target)
@@ -88,12 +88,12 @@ def build_static(
     manifest = build_manifest(files, malignancy=malignancy_config(models), texts=texts, wasm_bytes=size,
                               wasm_transfer_bytes=size, notices=notices, server_page=None)  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    total = size + sum(f.size for f in files.values())
+    total = size + sum(f.size for f in files)
     card = SPACE_CARD.format(
         disclaimer=texts["disclaimer"],
-        tasks=", ".join(files),
+        tasks=", ".join(task for f in files for task in f.tasks),
         megabytes=total / 1e6,
-        models="\n".join(f"- `{t}`: {f.source}, sha256 `{f.sha256}`" for t, f in files.items()),
+        models="\n".join(f"- `{f.name}`: {f.source}, sha256 `{f.sha256}`" for f in files),
     )
     (out / "README.md").write_text(card, encoding="utf-8")
     return out

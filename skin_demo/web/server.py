@@ -2,9 +2,10 @@
 
 `mount_on_device(app, models)` adds one Starlette sub-application in front of the app's routes: the page, its
 scripts, the vendored runtime (the wasm sent gzip-encoded, as it is stored), manifest.json and each package's
-model.onnx under a content-hashed URL (gzip-encoded, compressed once at startup). Only these files are served; the
-page never sends anything back. Every response of the sub-application carries COOP/COEP, so the page is
-cross-origin isolated and ONNX Runtime Web may use threads; the Gradio page's own responses are left as they are.
+model.onnx under a content-hashed URL (gzip-encoded, compressed once at startup; one file for all the tasks of a
+package with a head per task). Only these files are served; the page never sends anything back. Every response of
+the sub-application carries COOP/COEP, so the page is cross-origin isolated and ONNX Runtime Web may use threads; the
+Gradio page's own responses are left as they are.
 """
 
 from __future__ import annotations
@@ -78,17 +79,17 @@ def on_device_app(
 ) -> ASGIApp:
     """The ASGI application that serves the page for these packages (mounted at /on-device by mount_on_device)."""
     models = list(models)
-    files = model_files(models)
+    files = {file.name: file for file in model_files(models)}
     # Sent gzip-encoded to browsers that take it (all do): float16 weights shrink by about 9 %, int8 ones by 11 %.
-    compressed = {task: gzip.compress(f.path.read_bytes(), MODEL_GZIP_LEVEL) for task, f in files.items()}
+    compressed = {name: gzip.compress(f.path.read_bytes(), MODEL_GZIP_LEVEL) for name, f in files.items()}
     wasm_path = compressed_wasm()
     manifest = build_manifest(
-        files,
+        files.values(),
         malignancy=malignancy_config(models),
         texts=texts,
         wasm_bytes=wasm_size(),
         wasm_transfer_bytes=wasm_path.stat().st_size,
-        model_transfer_bytes={task: len(body) for task, body in compressed.items()},
+        model_transfer_bytes={files[name].url: len(body) for name, body in compressed.items()},
         notices=notices,
         server_page=server_page,
     )
@@ -101,11 +102,11 @@ def on_device_app(
         return Response(manifest_body, media_type="application/json", headers=NO_CACHE)
 
     async def model(request: Request) -> Response:
-        file = files.get(request.path_params["task"])
+        file = files.get(request.path_params["name"])
         if file is None or request.path_params["digest"] != file.sha256[:16]:
             return Response("no such model", status_code=404, media_type="text/plain")
         if "gzip" in request.headers.get("accept-encoding", ""):
-            return Response(compressed[file.task], media_type="application/octet-stream",
+            return Response(compressed[file.name], media_type="application/octet-stream",
                             headers={**IMMUTABLE, "Content-Encoding": "gzip"})
         return FileResponse(file.path, media_type="application/octet-stream", headers=IMMUTABLE)
 
@@ -119,12 +120,12 @@ def on_device_app(
         routes=[
             Route("/", index),
             Route("/manifest.json", manifest_json),
-            Route("/models/{task}/{digest}/model.onnx", model),
+            Route("/models/{name}/{digest}/model.onnx", model),
             Route("/" + static_url(runtime_dir() / RUNTIME_WASM), wasm),
             Mount("/", StaticFiles(directory=STATIC_DIR)),
         ]
     )
-    log.info("on-device page: %s", ", ".join(f"{t} {f.size / 1e6:.1f} MB" for t, f in files.items()))
+    log.info("on-device page: %s", ", ".join(f"{name} {f.size / 1e6:.1f} MB" for name, f in files.items()))
     return _WithHeaders(app, ISOLATION_HEADERS)
 
 

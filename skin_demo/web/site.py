@@ -18,7 +18,7 @@ from typing import Any
 
 from skin_demo import imaging, postprocess
 from skin_demo.attention import GRID_DECIMALS, OVERLAY_COLOUR, OVERLAY_MAX_ALPHA
-from skin_demo.config import ATTENTION_OUTPUT, FORMAT_VERSION, ONNX_METADATA_KEY, PackageConfig
+from skin_demo.config import ATTENTION_OUTPUT, FORMAT_VERSION, HEADS_FORMAT_VERSION, ONNX_METADATA_KEY, PackageConfig
 from skin_demo.modelpack import MODEL_FILE, ModelPack
 from skin_demo.predictor import TOP_K
 from skin_demo.taxonomy import BENIGN_COLOUR, MALIGNANT_COLOUR, OTHER_COLOUR, colour, display_name, short_name
@@ -40,18 +40,24 @@ class WebError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One package's model.onnx as the page fetches it; the URL carries the content hash (cache-safe forever)."""
+    """One package's model.onnx as the page fetches it, with the tasks in use it answers (several where the package
+    has a head per task); the URL names them and carries the content hash (cache-safe forever)."""
 
-    task: str
+    tasks: tuple[str, ...]
     path: Path
     sha256: str
     size: int
     source: str
-    labels: tuple[str, ...]
+    labels: tuple[str, ...]  # every label of its tasks in use
+
+    @property
+    def name(self) -> str:
+        """The tasks, as the URL names them: `malignancy+lesion_type` for a file that answers both."""
+        return "+".join(self.tasks)
 
     @property
     def url(self) -> str:
-        return f"models/{self.task}/{self.sha256[:16]}/{MODEL_FILE}"
+        return f"models/{self.name}/{self.sha256[:16]}/{MODEL_FILE}"
 
 
 def runtime_dir() -> Path:
@@ -97,19 +103,22 @@ def shell_files() -> list[str]:
     return files
 
 
-def model_files(packs: Iterable[ModelPack]) -> dict[str, ModelFile]:
-    """The model file of each package in use, by task (the last one wins if a task appears twice)."""
-    files: dict[str, ModelFile] = {}
+def model_files(packs: Iterable[ModelPack]) -> list[ModelFile]:
+    """The model files of the packages in use, each once with the tasks it answers (the heads of one package share
+    its file), in the order their first task comes in `packs`."""
+    heads: dict[Path, list[ModelPack]] = {}
     for pack in packs:
-        path = Path(pack.path) / MODEL_FILE
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        files[pack.config.task] = ModelFile(
-            pack.config.task, path, digest.hexdigest(), path.stat().st_size, pack.source, pack.config.labels
-        )
-    return files
+        heads.setdefault((Path(pack.path) / MODEL_FILE).resolve(), []).append(pack)
+    return [_model_file(path, packs_of_file) for path, packs_of_file in heads.items()]
+
+
+def _model_file(path: Path, packs: list[ModelPack]) -> ModelFile:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return ModelFile(tuple(p.config.task for p in packs), path, digest.hexdigest(), path.stat().st_size,
+                     packs[0].source, tuple(label for p in packs for label in p.config.labels))  # fmt: skip
 
 
 def page_texts() -> dict[str, str]:
@@ -127,7 +136,7 @@ def malignancy_config(packs: Iterable[ModelPack]) -> PackageConfig:
 
 
 def build_manifest(
-    models: Mapping[str, ModelFile],
+    models: Iterable[ModelFile],
     *,
     malignancy: PackageConfig,
     texts: Mapping[str, str],
@@ -142,14 +151,20 @@ def build_manifest(
     malignancy: the malignancy package's config, which the words for each domain's call quote.
     texts: the warnings, as page_texts() gives them.
     wasm_transfer_bytes: what a first visit downloads for the runtime (the compressed size where the server sends it
-    gzip-encoded); model_transfer_bytes: the same per model (default: the file's size). server_page: a URL of the
-    server's own page, relative to the on-device page, or None.
+    gzip-encoded); model_transfer_bytes: the same per model file, by its URL (default: the file's size).
+    server_page: a URL of the server's own page, relative to the on-device page, or None.
+
+    `models` lists each model file once with the tasks it answers, rather than an entry per task: a file with a head
+    per task is then downloaded once, counted once in the first-load bytes and opened as one session, without the page
+    or anyone summing the manifest having to notice that two entries are one file.
     """
     runtime = runtime_dir()
-    labels = list(dict.fromkeys([*(label for file in models.values() for label in file.labels),
+    models = list(models)
+    labels = list(dict.fromkeys([*(label for file in models for label in file.labels),
                                  *postprocess.DOMAIN_LABELS]))  # fmt: skip
     return {
         "format_version": FORMAT_VERSION,
+        "heads_format_version": HEADS_FORMAT_VERSION,
         "metadata_key": ONNX_METADATA_KEY,
         "runtime": {
             "module": static_url(runtime / RUNTIME_MODULE),
@@ -160,11 +175,11 @@ def build_manifest(
                 "transfer_bytes": wasm_transfer_bytes,
             },
         },
-        "models": {
-            task: {"url": f.url, "bytes": f.size, "transfer_bytes": (model_transfer_bytes or {}).get(task, f.size),
-                   "sha256": f.sha256, "source": f.source}
-            for task, f in models.items()
-        },
+        "models": [
+            {"url": f.url, "tasks": list(f.tasks), "bytes": f.size,
+             "transfer_bytes": (model_transfer_bytes or {}).get(f.url, f.size), "sha256": f.sha256, "source": f.source}
+            for f in models
+        ],
         "shell": shell_files(),
         "default_threshold": postprocess.DEFAULT_THRESHOLD,
         "lesion_label": postprocess.LESION_LABEL,

@@ -1,11 +1,12 @@
 // The on-device flow: load ONNX Runtime Web and the packages the server uses (from this origin only, cached for
-// offline use), then analyse an image exactly as the server does (imaging.load_image + preprocess, Predictor,
-// postprocess) and answer with /predict's keys. Everything specific to a model (labels, thresholds per domain, what
-// each domain's call is made on) comes from its embedded config; everything specific to this app (messages, the words
-// for each call, the rule's names, limits, display names, the disclaimer) from manifest.json, which the Python side
-// writes from its own constants.
+// offline use; a package with a head per task is one file, one session and one run for all its tasks), then analyse
+// an image exactly as the server does (imaging.load_image + preprocess, Predictor, postprocess) and answer with
+// /predict's keys. Everything specific to a model (labels, thresholds per domain, what each domain's call is made on)
+// comes from its embedded config; everything specific to this app (messages, the words for each call, the rule's
+// names, limits, display names, the disclaimer) from manifest.json, which the Python side writes from its own
+// constants.
 
-import { embeddedConfig } from "./onnx_config.js";
+import { embeddedConfigs, headOutput } from "./onnx_config.js";
 import { cropGeometry, preprocess, reduce, rgbOf, shorterSide } from "./preprocess.js";
 
 export const CACHE_NAME = "skin-demo-on-device-v1"; // sw.js uses the same name
@@ -238,7 +239,7 @@ async function loadFile(url, contentType, onBytes) {
 
 /** Which files a first visit downloads, and how much of that is already on this device. */
 export async function downloadPlan(manifest) {
-  const files = [manifest.runtime.wasm, ...Object.values(manifest.models)];
+  const files = [manifest.runtime.wasm, ...manifest.models]; // each model file once, however many tasks it serves
   const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
   const missing = [];
   for (const file of files) {
@@ -258,7 +259,7 @@ async function pruneCache(manifest) {
   const keep = new Set([
     ...manifest.shell.map((u) => new URL(u, base).href),
     new URL(manifest.runtime.wasm.url, base).href,
-    ...Object.values(manifest.models).map((m) => new URL(m.url, base).href),
+    ...manifest.models.map((m) => new URL(m.url, base).href),
   ]);
   const cache = await caches.open(CACHE_NAME);
   for (const request of await cache.keys()) {
@@ -325,7 +326,7 @@ export class Engine {
   constructor(manifest, threads) {
     this.manifest = manifest;
     this.requestedThreads = threads;
-    this.packages = {}; // task -> {config, session, source}
+    this.packages = {}; // task -> {config, graph, outputs, source} (addGraph)
   }
 
   url(relative) {
@@ -349,14 +350,15 @@ export class Engine {
     if (this.requestedThreads) ort.env.wasm.numThreads = this.requestedThreads;
     ort.env.logLevel = "error";
     this.ort = ort;
-    for (const [task, file] of Object.entries(m.models)) {
+    const versions = { single: m.format_version, heads: m.heads_format_version };
+    for (const file of m.models) {
       const model = await loadFile(this.url(file.url), "application/octet-stream", tick);
-      const config = embeddedConfig(model, m.metadata_key, { task, formatVersion: m.format_version });
+      const heads = embeddedConfigs(model, m.metadata_key, { tasks: file.tasks, versions });
       const session = await ort.InferenceSession.create(model, {
         executionProviders: ["wasm"],
         graphOptimizationLevel: "all",
       });
-      this.packages[task] = { config, session, source: file.source };
+      this.addGraph(session, heads, file);
     }
     for (const task of ["malignancy", "lesion_type"]) {
       if (!this.packages[task]) throw new Error(`the server offers no ${task} model`);
@@ -366,6 +368,21 @@ export class Engine {
     // Predictor's draft size: the largest shorter side any package resizes to.
     this.draftSize = Math.max(...Object.values(this.packages).map((p) => shorterSide(p.config.preprocess)));
     return plan;
+  }
+
+  /**
+   * One model file's session and the packages it serves (`file.tasks`: one, or several heads of its graph), each
+   * with the graph's names for its logits and, where the graph gives it, its map: one run answers them all.
+   */
+  addGraph(session, { configs, several }, file) {
+    const graph = { session, preprocess: configs[file.tasks[0]].preprocess, fetches: [] };
+    for (const task of file.tasks) {
+      const name = (output) => (several ? headOutput(task, output) : output);
+      const cam = name(this.manifest.attention.output);
+      const outputs = { logits: name("logits"), cam: session.outputNames.includes(cam) ? cam : null };
+      graph.fetches.push(...Object.values(outputs).filter(Boolean));
+      this.packages[task] = { config: configs[task], graph, outputs, source: file.source };
+    }
   }
 
   /**
@@ -392,20 +409,36 @@ export class Engine {
     return { ...(draftSize && format === "JPEG" ? drafted(image, draftSize) : image), sourceSize };
   }
 
-  /** One package on the image: {probabilities (by label), cam ({data, dims}, or null without that output)}. */
-  async run(task, tensorsByConfig) {
-    const pack = this.packages[task];
-    const cfg = pack.config.preprocess;
-    const [h, w] = cfg.size;
-    const input = new this.ort.Tensor("float32", tensorsByConfig.get(JSON.stringify(cfg)), [1, 3, h, w]);
-    const camName = this.manifest.attention.output;
-    const names = pack.session.outputNames.includes(camName) ? ["logits", camName] : ["logits"];
-    const outputs = await pack.session.run({ image: input }, names);
-    const probabilities = softmax(outputs.logits.data, pack.config.temperature ?? 1.0);
-    const cam = outputs[camName] ? { data: outputs[camName].data, dims: outputs[camName].dims } : null;
+  /** One graph on the image: every output its packages need, by its name in the graph. */
+  async runGraph(graph, tensorsByConfig) {
+    const [h, w] = graph.preprocess.size;
+    const input = new this.ort.Tensor("float32", tensorsByConfig.get(JSON.stringify(graph.preprocess)), [1, 3, h, w]);
+    const outputs = await graph.session.run({ image: input }, graph.fetches);
     input.dispose?.();
-    outputs.logits.dispose?.();
-    return { probabilities: byLabel(pack.config.labels, probabilities), cam };
+    return outputs;
+  }
+
+  /**
+   * The packages of `tasks` on the image, by task: {probabilities (by label), cam ({data, dims}, or null without
+   * that output)}. `runs` (graph -> its outputs) holds the graphs this analysis has run: each runs once, however
+   * many of its heads are asked for (as Predictor does).
+   */
+  async run(tasks, tensorsByConfig, runs) {
+    const answers = {};
+    for (const task of tasks) {
+      const pack = this.packages[task];
+      if (!runs.has(pack.graph)) runs.set(pack.graph, await this.runGraph(pack.graph, tensorsByConfig));
+      const outputs = runs.get(pack.graph);
+      const logits = outputs[pack.outputs.logits];
+      const cam = pack.outputs.cam ? outputs[pack.outputs.cam] : null;
+      const probabilities = softmax(logits.data, pack.config.temperature ?? 1.0);
+      logits.dispose?.();
+      answers[task] = {
+        probabilities: byLabel(pack.config.labels, probabilities),
+        cam: cam ? { data: cam.data, dims: cam.dims } : null,
+      };
+    }
+    return answers;
   }
 
   /** Predictor._attention: the maps for the malignancy call's answer and the top lesion type, by what they show. */
@@ -442,17 +475,15 @@ export class Engine {
       if (!tensors.has(key)) tensors.set(key, preprocess(image, pack.config.preprocess));
     }
     const t2 = performance.now();
-    const runs = {
-      malignancy: await this.run("malignancy", tensors),
-      lesion_type: await this.run("lesion_type", tensors),
-    };
+    const graphRuns = new Map(); // graph -> its outputs: each runs once in an analysis
+    const runs = await this.run(["malignancy", "lesion_type"], tensors, graphRuns);
     const [malignancy, lesionType] = [runs.malignancy.probabilities, runs.lesion_type.probabilities];
     const t3 = performance.now();
     let lesionCheck = null;
     let imageDomain = null;
     let decideFor = m.domains[0]; // no lesion check: called as dermoscopy, the domain the models were validated on
     if (this.packages.lesion_check) {
-      const checkProbabilities = (await this.run("lesion_check", tensors)).probabilities;
+      const checkProbabilities = (await this.run(["lesion_check"], tensors, graphRuns)).lesion_check.probabilities;
       const { domain, check } = checkImage(m, checkProbabilities, this.packages.lesion_check.config);
       [lesionCheck, imageDomain, decideFor] = [check, domain, decisionDomain(m, domain)];
     }

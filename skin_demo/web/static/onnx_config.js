@@ -63,14 +63,78 @@ export function onnxMetadata(buffer) {
   return out;
 }
 
-/** The package config embedded under `key`, checked the way serving checks it (format version, task). */
-export function embeddedConfig(buffer, key, { task, formatVersion }) {
-  const raw = onnxMetadata(buffer)[key];
-  if (raw === undefined) throw new Error(`the ${task} model has no ${key} entry in its ONNX metadata`);
-  const config = JSON.parse(raw);
-  if (config.format_version !== formatVersion) {
-    throw new Error(`the ${task} model has format_version ${config.format_version}, this page reads ${formatVersion}`);
+/** config.head_output: the graph's name for output `name` of the `task` head in a package with several heads. */
+export function headOutput(task, name) {
+  return `${task}/${name}`;
+}
+
+function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** `value` with every object's keys sorted, so that JSON.stringify compares objects field by field. */
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (!isObject(value)) return value;
+  return Object.fromEntries(Object.keys(value).sort().map((key) => [key, canonical(value[key])]));
+}
+
+/** What the page relies on in one task's config (format `version`); `where` names it in the error. */
+function checkHead(config, version, where) {
+  if (!isObject(config)) throw new Error(`${where} is not an object`);
+  if (config.format_version !== version) {
+    throw new Error(`${where} has format_version ${config.format_version}, expected ${version}`);
   }
-  if (config.task !== task) throw new Error(`the model served as ${task} says its task is ${config.task}`);
+  if (typeof config.task !== "string" || !config.task) throw new Error(`${where} has no task`);
+  if (!Array.isArray(config.labels) || !config.labels.length) throw new Error(`${where} has no labels`);
+  if (!isObject(config.preprocess)) throw new Error(`${where} has no preprocess`);
   return config;
+}
+
+/** config.package_heads: each head's config by task; the heads share the graph's input, so their preprocess too. */
+function packageHeads(config, versions, where) {
+  if (config.format_version === versions.single) {
+    const head = checkHead(config, versions.single, where);
+    return { [head.task]: head };
+  }
+  if (config.format_version !== versions.heads) {
+    throw new Error(
+      `${where} has format_version ${config.format_version}, this page reads ${versions.single} and ${versions.heads}`,
+    );
+  }
+  const unknown = Object.keys(config).filter((k) => !["format_version", "heads"].includes(k));
+  if (unknown.length) throw new Error(`${where} has a head per task and also ${unknown}`);
+  if (!Array.isArray(config.heads) || !config.heads.length) throw new Error(`${where} has no heads`);
+  const heads = {};
+  config.heads.forEach((head, i) => {
+    checkHead(head, versions.single, `${where}, heads[${i}],`);
+    if (Object.hasOwn(heads, head.task)) throw new Error(`${where} has a second head for task ${head.task}`);
+    const first = Object.values(heads)[0] ?? head;
+    if (JSON.stringify(canonical(head.preprocess)) !== JSON.stringify(canonical(first.preprocess))) {
+      throw new Error(`${where}: the ${head.task} head's preprocess differs from the ${first.task} head's`);
+    }
+    heads[head.task] = head;
+  });
+  return heads;
+}
+
+/**
+ * The package configs embedded under `key`, checked as serving checks them (config.package_heads): {configs: each
+ * head's config by task, several: whether the graph names its outputs per head (headOutput)}. `tasks`: the tasks
+ * the file is served for, each of which must be one of its heads; `versions`: {single, heads}, manifest.json's
+ * format_version and heads_format_version.
+ */
+export function embeddedConfigs(buffer, key, { tasks, versions }) {
+  const where = `the ${tasks.join(" + ")} model`;
+  const raw = onnxMetadata(buffer)[key];
+  if (raw === undefined) throw new Error(`${where} has no ${key} entry in its ONNX metadata`);
+  const config = JSON.parse(raw);
+  if (!isObject(config)) throw new Error(`${where}'s ${key} is not a JSON object`);
+  const configs = packageHeads(config, versions, `${where}'s config`);
+  for (const task of tasks) {
+    if (!Object.hasOwn(configs, task)) {
+      throw new Error(`${where} is served for ${task}; its config answers ${Object.keys(configs)}`);
+    }
+  }
+  return { configs, several: config.format_version === versions.heads };
 }
