@@ -156,7 +156,7 @@ def _slot(package: dict[str, ModelPack], task: str, where: str) -> ModelPack:
 
 
 def _public_folder(folder: Path) -> str:
-    """A bundled package's folder as a visitor may see it: its last two parts (models/malignancy), not where the
+    """A bundled package's folder as a visitor may see it: its last two parts (models/classifiers), not where the
     server keeps it."""
     return "/".join(Path(folder).resolve().parts[-2:])
 

@@ -12,16 +12,17 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from skin_demo.imaging import load_image, preprocess
-from skin_demo.modelpack import ModelPack, PackageError, softmax
+from skin_demo.modelpack import ModelPack, PackageError, load_package, softmax
 from skin_demo.train import evaluate, evaluate_cli
 from skin_demo.train.data import Sample
+from skin_demo.train.combine import combine_packages
 from skin_demo.train.evaluate import EvaluationError, HeldOutSet, evaluate_package, held_out_sets
 from skin_demo.train.perturb import PERTURBATIONS, Perturbation
 from skin_demo.train.report import read_evaluation
 from tests.conftest import REPO_ROOT, SHARED_DATA
 from tests.fake_ham import make_fake_ham10000, write_fake_split
 from tests.fake_isic import make_fake_isic2017
-from tests.tiny_packages import make_package, tiny_logits
+from tests.tiny_packages import make_models_dir, make_package, tiny_logits
 
 
 @pytest.fixture
@@ -157,6 +158,32 @@ def test_cli_records_both_sources_in_the_package(tmp_path, fake_data, capsys):
     assert by_dataset["ISIC-2017"]["specificity"] == config.metrics["isic2017"]["specificity"]
     assert "does not diagnose" in card.text and "| Metric | HAM10000 test | ISIC 2017 test |" in card.text
     assert "### ISIC 2017 test" in card.text and "**Targets missed:**" in card.text
+
+
+def test_a_package_with_a_head_per_task_is_evaluated_head_by_head_as_its_parts_were(tmp_path, fake_data, capsys):
+    ham, split, isic = fake_data
+    data = ("--ham", ham, "--split", split, "--isic2017", isic)
+    parts = make_models_dir(tmp_path / "parts", malignancy_threshold=0.45)
+    assert _cli(parts / "lesion_type", *data) == 0
+    assert _cli(parts / "malignancy", "--lesion-type", parts / "lesion_type", *data) == 0
+    both = combine_packages([parts / "malignancy", parts / "lesion_type"], tmp_path / "both")
+    assert _cli(both, "--lesion-type", parts / "lesion_type", *data) == 1
+    assert "drop --lesion-type" in capsys.readouterr().err
+    assert _cli(both, *data, "--out", tmp_path / "report") == 0
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["lesion_type", "malignancy"]
+    assert _cli(both, *data) == 0
+    out = capsys.readouterr().out
+    assert "malignancy package" in out and "lesion_type package" in out
+    heads = load_package(both)
+    for task in ("malignancy", "lesion_type"):
+        # The same figures as each part measured alone (the malignancy head with the package's own lesion-type head).
+        recorded, alone = read_evaluation(both / "eval" / task), read_evaluation(parts / task / "eval")
+        for source, report in alone.reports.items():
+            assert recorded.reports[source].confusion_matrix == report.confusion_matrix
+            assert recorded.reports[source].binary == report.binary
+        assert heads[task].config.metrics == ModelPack.load(parts / task).config.metrics
+    card = (both / "README.md").read_text()
+    assert "## The malignancy head" in card and "| Metric | HAM10000 test | ISIC 2017 test |" in card
 
 
 def test_cli_limit_needs_out_and_leaves_the_package_alone(tmp_path, fake_data, capsys):

@@ -1,4 +1,4 @@
-"""`python -m skin_demo.train add-attention models/malignancy [--out DIR]`: give a finished classifier package the
+"""`python -m skin_demo.train add-attention PACKAGE [--out DIR]`: give a finished classifier package the
 class-activation map output (`attention_export`) without retraining.
 
 The weights and every logit stay as they were (the command checks it on a batch of noise images); the config
@@ -49,7 +49,7 @@ def add_attention(package_dir: Path, out_dir: Path | None = None) -> ModelPack:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("add-attention", help="add the class-activation map output to a package",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("package", type=Path, help="a classifier package folder, e.g. models/malignancy")
+    parser.add_argument("package", type=Path, help="a single-task classifier package folder, e.g. runs/RUN/packages/malignancy")
     parser.add_argument("--out", type=Path, help="write the new package here (default: update it in place)")
     parser.set_defaults(func=run)
 

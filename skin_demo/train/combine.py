@@ -4,7 +4,7 @@ multi-task net exported once per task) as one package with a head per task, whos
 The graphs are merged node by node: a node whose operator, attributes and inputs equal one already taken is taken
 once, and so is an initializer whose type, shape and bytes equal one already taken, whatever their names. What
 differs (each task's classifier) stays per head, with its outputs named `<task>/<name>` (config.head_output). The
-config is format 2: each package's config.json verbatim as one of `heads` (skin_demo.config.package_heads). DIR
+config is format 2: each package's config, unchanged, as one of `heads` (skin_demo.config.package_heads). DIR
 gets the merged model.onnx with that config embedded, config.json, a model card (the heads' cards, each under its
 own heading) and each package's eval/ under eval/<task>/. The merged file must give every head's outputs as its
 package did on a test batch (MAX_OUTPUT_CHANGE), or nothing is written.
@@ -13,7 +13,6 @@ package did on a test batch (MAX_OUTPUT_CHANGE), or nothing is written.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sys
@@ -28,19 +27,10 @@ import yaml
 from huggingface_hub import ModelCard
 from onnx import helper, numpy_helper
 
-from skin_demo.config import (
-    CONFIG_FILE,
-    HEADS_FORMAT_VERSION,
-    INPUT_NAME,
-    MODEL_FILE,
-    ONNX_METADATA_KEY,
-    OUTPUT_NAME,
-    README_FILE,
-    head_output,
-)
+from skin_demo.config import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, PackageConfig, head_output
 from skin_demo.modelpack import ModelPack, PackageError, load_package
 from skin_demo.train.card import NOT_A_DIAGNOSIS
-from skin_demo.train.package_files import EVAL_DIR
+from skin_demo.train.package_files import EVAL_DIR, heads_config_json, write_package
 
 MAX_OUTPUT_CHANGE = 1e-4  # the largest difference allowed between a head's output and its package's, on TEST_BATCH
 TEST_BATCH = 4
@@ -105,16 +95,11 @@ def combine_packages(package_dirs: Sequence[Path], out_dir: Path) -> Path:
     tasks = [pack.config.task for pack in packs]
     if len(packs) < 2 or len(set(tasks)) != len(tasks):
         raise CombineError(f"combine needs two or more packages of different tasks, got tasks {tasks}")
-    raws = [json.loads((Path(folder) / CONFIG_FILE).read_text()) for folder in package_dirs]
-    config = {"format_version": HEADS_FORMAT_VERSION, "heads": raws}
-    merged = merge_graphs({pack.config.task: onnx.load(str(Path(pack.path) / MODEL_FILE)) for pack in packs})
-    onnx.helper.set_model_props(merged, {ONNX_METADATA_KEY: json.dumps(config)})
+    heads = [pack.config for pack in packs]
+    merged = merge_graphs({pack.config.task: onnx.load(str(pack.path / MODEL_FILE)) for pack in packs})
+    cards = [pack.readme.read_text() if pack.readme else None for pack in packs]
     with tempfile.TemporaryDirectory(dir=Path(out_dir).parent if Path(out_dir).parent.is_dir() else None) as tmp:
-        staged = Path(tmp) / "package"
-        staged.mkdir()
-        onnx.save(merged, str(staged / MODEL_FILE))
-        (staged / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        (staged / README_FILE).write_text(combined_card(packs))
+        staged = write_package(Path(tmp) / "package", merged, heads_config_json(heads), combined_card(heads, cards))
         for pack in packs:
             if (pack.path / EVAL_DIR).is_dir():
                 shutil.copytree(pack.path / EVAL_DIR, staged / EVAL_DIR / pack.config.task)
@@ -126,11 +111,12 @@ def combine_packages(package_dirs: Sequence[Path], out_dir: Path) -> Path:
     return out_dir
 
 
-def combined_card(packs: Sequence[ModelPack]) -> str:
-    """The merged package's model card: the heads' metadata together, a usage note for the one graph, then each
-    head's own card (its Markdown under a heading of its own, its "How to use" left out: that one is per file)."""
-    cards = [ModelCard.load(pack.readme) if pack.readme else None for pack in packs]
-    tasks = [pack.config.task for pack in packs]
+def combined_card(heads: Sequence[PackageConfig], head_cards: Sequence[str | None]) -> str:
+    """The card of a package with a head per task: the heads' card metadata together, a usage note for the one
+    graph, then each head's own card (`head_cards`: its Markdown under a heading of its own, its "How to use" left
+    out, as that one is for a single-task file)."""
+    cards = [ModelCard(text) if text else None for text in head_cards]
+    tasks = [config.task for config in heads]
     name = f"skin-demo-{'-'.join(task.replace('_', '-') for task in tasks)}"
     data: dict[str, Any] = {}
     for card in cards:
@@ -142,22 +128,22 @@ def combined_card(packs: Sequence[ModelPack]) -> str:
                 data[key] = data[key] + [v for v in value if v not in data[key]]
             else:
                 data.setdefault(key, value)
-    size = packs[0].config.preprocess.size
+    size = heads[0].preprocess.size
     lines = [
         f"# {name}: one network, a head per task (ONNX)",
         "",
         f"> {NOT_A_DIAGNOSIS}",
         "",
-        f"One `{packs[0].config.architecture or 'network'}` trained once with a head per task. The graph takes "
+        f"One `{heads[0].architecture or 'network'}` trained once with a head per task. The graph takes "
         f"`{INPUT_NAME}` (float32 `[N, 3, {size[0]}, {size[1]}]`) and runs its backbone once for every head; "
         f"`config.json` holds each head's config under `heads`, in this order.",
         "",
         "| head | outputs | labels |",
         "|---|---|---|",
     ]
-    for pack in packs:
-        outputs = ", ".join(f"`{head_output(pack.config.task, name)}`" for name in (OUTPUT_NAME, *pack.config.outputs))
-        lines.append(f"| {pack.config.task} | {outputs} | {', '.join(pack.config.labels)} |")
+    for config in heads:
+        outputs = ", ".join(f"`{head_output(config.task, name)}`" for name in (OUTPUT_NAME, *config.outputs))
+        lines.append(f"| {config.task} | {outputs} | {', '.join(config.labels)} |")
     lines += [
         "",
         "```python",
@@ -171,14 +157,14 @@ def combined_card(packs: Sequence[ModelPack]) -> str:
         "    print(task, dict(zip(heads[task][\"labels\"], np.exp(z - z.max()) / np.exp(z - z.max()).sum())))",
         "```",
     ]
-    for pack, card in zip(packs, cards, strict=True):
-        lines += ["", f"## The {pack.config.task} head", ""]
+    for config, card in zip(heads, cards, strict=True):
+        lines += ["", f"## The {config.task} head", ""]
         if card is None:
             lines.append("(its package had no model card)")
             continue
         body = "\n".join(s for s in _SECTION.split(card.text) if not s.startswith("How to use"))
         body = re.sub(r"^(#+) ", r"##\1 ", body, flags=re.MULTILINE)  # under this head's own heading
-        body = body.replace(f"]({EVAL_DIR}/", f"]({EVAL_DIR}/{pack.config.task}/")  # its eval/ moved there
+        body = body.replace(f"]({EVAL_DIR}/", f"]({EVAL_DIR}/{config.task}/")  # its eval/ is there
         lines.append(body.strip())
     return f"---\n{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---\n\n" + "\n".join(lines) + "\n"
 

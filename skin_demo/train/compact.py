@@ -1,6 +1,6 @@
-"""`python -m skin_demo.train compact models/<task> --out DIR --ham ../shared/data/ham10000
+"""`python -m skin_demo.train compact PACKAGE --out DIR --ham ../shared/data/ham10000
     --split models/ham10000_split.csv --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical
-    [--lesion-type models/lesion_type] [--not-lesion ../shared/data/not_lesion]`
+    [--lesion-type DIR] [--not-lesion ../shared/data/not_lesion]`
 
 A lighter on-device load: rewrites a finished package's weights as int8 (`weight_storage.with_int8_weights`;
 float32 compute; the biases corrected for the rounding's mean shift on CALIBRATION_IMAGES images of each source's
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "compact", help="store a package's weights as int8 (float32 compute) if validation metrics hold",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("package", type=Path, help="package folder, e.g. models/malignancy")
+    parser.add_argument("package", type=Path, help="single-task package folder, e.g. runs/RUN/packages/malignancy")
     parser.add_argument("--out", type=Path, required=True, help="new (or empty) folder for the int8 package")
     add_data_sources(parser, uses="the val subsets")
     parser.add_argument("--lesion-type", type=Path,
@@ -245,4 +245,4 @@ def _check_lesion_type(source: ModelPack, sets: list[HeldOutSet], lesion_type: M
                == LESION_TYPE_SUM]
     if needing:
         raise CompactError(f"{source.path} decides {', '.join(needing)} images on the lesion-type sum: pass "
-                           "--lesion-type models/lesion_type")
+                           "--lesion-type DIR")

@@ -1,4 +1,4 @@
-"""`python -m skin_demo.train decide models/malignancy --lesion-type models/lesion_type --ham ... --split ...
+"""`python -m skin_demo.train decide MALIGNANCY_DIR --lesion-type LESION_TYPE_DIR --ham ... --split ...
     --isic2017 ... --clinical ...`: make a malignancy package's call per image domain, on validation.
 
 Scores every validation image of every source through the packages exactly as the app does (ONNX Runtime,
@@ -77,7 +77,7 @@ def decide_packages(malignancy_dir: Path, lesion_type_dir: Path | None, samples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("decide", help="choose a malignancy package's score and threshold per domain",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("package", type=Path, help="the malignancy package folder, e.g. models/malignancy")
+    parser.add_argument("package", type=Path, help="the malignancy package folder, e.g. runs/3d/malignancy")
     parser.add_argument("--lesion-type", type=Path, help="the lesion-type package whose malignant sum competes")
     add_data_sources(parser, uses="the val subsets")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores, at most 4)")

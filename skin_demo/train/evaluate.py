@@ -1,7 +1,7 @@
 """Evaluate an exported model package on the held-out split of every data source, the way the app runs it.
 
-`python -m skin_demo.train evaluate models/<task> --ham ../shared/data/ham10000 --split models/ham10000_split.csv
-    --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical [--lesion-type models/lesion_type]`
+`python -m skin_demo.train evaluate PACKAGE --ham ../shared/data/ham10000 --split models/ham10000_split.csv
+    --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical [--lesion-type DIR]`
 
 The numbers come from the package's ONNX file through `ModelPack` (ONNX Runtime), with images read by
 `imaging.load_image` and `imaging.preprocess` driven by the package's own config, and the malignancy call made by
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,15 +27,16 @@ import numpy as np
 import onnxruntime as ort
 
 from skin_demo import REPO_ROOT
-from skin_demo.config import PackageConfig, PreprocessConfig
+from skin_demo.config import OUTPUT_NAME, README_FILE, PackageConfig, PreprocessConfig
 from skin_demo.imaging import ImageError, load_image, preprocess
-from skin_demo.modelpack import ModelPack
+from skin_demo.modelpack import ModelPack, load_package
 from skin_demo.postprocess import malignancy_flag, malignancy_score
 from skin_demo.train import sources
-from skin_demo.train.card import write_model_card
+from skin_demo.train.card import render_model_card, write_model_card
+from skin_demo.train.combine import combined_card
 from skin_demo.train.data import IGNORE_LABEL, Sample, label_index, task_labels
 from skin_demo.train.metrics import compute_report
-from skin_demo.train.package_files import EVAL_DIR
+from skin_demo.train.package_files import EVAL_DIR, heads_config_json, write_package_config
 from skin_demo.train.perturb import Perturbation
 from skin_demo.train.results import EvalReport, Evaluation
 from skin_demo.train.report import write_evaluation
@@ -276,10 +277,14 @@ def predict_samples(
     outputs: list[list[np.ndarray]] = [[] for _ in packs]
     seconds = [0.0 for _ in packs]
     for batch in preprocessed_batches(samples, pre, batch_size=batch_size, perturb=perturb):
+        runs: dict[object, tuple[dict[str, np.ndarray], float]] = {}  # the heads of one package: one run
         for i, pack in enumerate(packs):
-            start = time.perf_counter()
-            outputs[i].append(pack.probabilities(batch))
-            seconds[i] += time.perf_counter() - start
+            if pack.graph not in runs:
+                start = time.perf_counter()
+                runs[pack.graph] = pack.graph_outputs(batch), time.perf_counter() - start
+            graph_outputs, spent = runs[pack.graph]
+            outputs[i].append(pack.calibrated(pack.own_outputs(graph_outputs)[OUTPUT_NAME]))
+            seconds[i] += spent
     return [np.concatenate(chunks) for chunks in outputs], seconds
 
 
@@ -313,19 +318,41 @@ def record_evaluation(package_dir: Path | str, evaluation: Evaluation) -> Packag
     (config.json and the copy embedded in model.onnx, via package_files.write_package_config), checks the package
     still loads, and regenerates the model card. Returns the new config.
     """
-    from skin_demo.train.package_files import write_package_config
-
     package_dir = Path(package_dir)
     old = ModelPack.load(package_dir, threads=1).config
-    folder = package_dir / EVAL_DIR
-    if folder.is_dir():  # plots of an older evaluation must not linger next to the new numbers
-        for stale in (p for p in folder.iterdir() if p.is_file()):
-            stale.unlink()
-    write_evaluation(evaluation, folder, title=f"Evaluation: {old.task} package")
+    replace_evaluation(package_dir / EVAL_DIR, evaluation)
     write_package_config(package_dir, dataclasses.replace(old, metrics=recorded_metrics(evaluation)))
     config = ModelPack.load(package_dir, threads=1).config  # proves config.json and the embedded copy still agree
     write_model_card(package_dir, config, evaluation)
     return config
+
+
+def record_heads_evaluation(package_dir: Path | str, evaluations: Mapping[str, Evaluation]) -> list[PackageConfig]:
+    """`record_evaluation` for a package with a head per task: each evaluated head's report in eval/<task>/ and its
+    metrics in its config (config.json and the embedded copy), and the card made again from the heads' cards as
+    card.py renders them (combine.combined_card). Returns the heads' new configs."""
+    package_dir = Path(package_dir)
+    heads = []
+    for task, pack in load_package(package_dir, threads=1).items():
+        if task in evaluations:
+            replace_evaluation(package_dir / EVAL_DIR / task, evaluations[task])
+            heads.append(dataclasses.replace(pack.config, metrics=recorded_metrics(evaluations[task])))
+        else:
+            heads.append(pack.config)
+    write_package_config(package_dir, heads_config_json(heads))
+    heads = [pack.config for pack in load_package(package_dir, threads=1).values()]  # the two copies still agree
+    cards = [render_model_card(config, evaluations.get(config.task)) for config in heads]
+    (package_dir / README_FILE).write_text(combined_card(heads, cards))
+    return heads
+
+
+def replace_evaluation(folder: Path, evaluation: Evaluation) -> None:
+    """Write `evaluation` to `folder` in place of an older one (whose plots must not linger next to the new
+    numbers)."""
+    if folder.is_dir():
+        for stale in (p for p in folder.iterdir() if p.is_file()):
+            stale.unlink()
+    write_evaluation(evaluation, folder, title=f"Evaluation: {evaluation.task} package")
 
 
 def split_name(split_path: Path, subset: str) -> str:

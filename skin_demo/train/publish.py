@@ -2,8 +2,8 @@
 
 `python -m skin_demo.train publish PACKAGE --repo ORG/NAME [--revision BRANCH] [--private] [--dry-run]`
 
-PACKAGE is a single-task package (models/<task>) or one with a head per task that `combine` made
-(models/classifiers). It is validated with the serving loader first (a package the app would refuse is never
+PACKAGE is a single-task package (models/lesion_check, runs/RUN/packages/<task>) or one with a head per task that
+`combine` made (models/classifiers). It is validated with the serving loader first (a package the app would refuse is never
 uploaded). A single-task package's model card is regenerated from config.json and the per-source evaluation in
 eval/metrics.json (a lesion-check package keeps the card its own training wrote). A package with several heads keeps
 the card `combine` wrote, and each head's evaluation, eval/<task>/metrics.json, must match that head's config.
@@ -149,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "package", type=Path, help="package folder, e.g. models/malignancy, or models/classifiers (a head per task)"
+        "package", type=Path, help="package folder, e.g. models/classifiers (a head per task) or models/lesion_check"
     )
     parser.add_argument("--repo", required=True, help="model repo id, ORG/NAME (created if missing)")
     parser.add_argument("--revision", help="branch to commit to (default: main; created if missing)")

@@ -1,6 +1,6 @@
 """Static int8 quantization of a model package with ONNX Runtime.
 
-`python -m skin_demo.train quantize models/<task> --ham <HAM10000> --split models/ham10000_split.csv
+`python -m skin_demo.train quantize PACKAGE --ham <HAM10000> --split models/ham10000_split.csv
 [--isic2017 <ISIC 2017>] --out DIR [--calibration-images 200] [--evaluate]`
 
 QDQ format with per-channel weights, calibrated on TRAINING-split images of every source (never the test split the

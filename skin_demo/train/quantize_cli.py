@@ -1,4 +1,4 @@
-"""`python -m skin_demo.train quantize models/<task> --ham <HAM10000> --split models/ham10000_split.csv
+"""`python -m skin_demo.train quantize PACKAGE --ham <HAM10000> --split models/ham10000_split.csv
 [--isic2017 <ISIC 2017>] --out DIR [--calibration-images 200] [--evaluate]`: the command line of `quantize.py`
 (see there for how), and `--evaluate`'s fp32-against-int8 comparison per source."""
 
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=QUANTIZE_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("package", type=Path, help="fp32 package folder, e.g. models/lesion_type")
+    parser.add_argument("package", type=Path, help="fp32 single-task package folder, e.g. runs/RUN/packages/lesion_type")
     add_data_sources(parser, uses="the train subsets for calibration, the test subsets for --evaluate", clinical=False)
     parser.add_argument("--out", type=Path, required=True, help="folder for the int8 package")
     parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
