@@ -95,14 +95,13 @@ class ModelPack:
     source: str
 
     def __init__(self, config: PackageConfig, path: Path, source: str, session: ort.InferenceSession,
-                 output_names: Mapping[str, str] | None = None) -> None:  # fmt: skip
-        """output_names: this task's outputs (`logits` and those in config.outputs) -> their names in the graph
-        (default: the same names, as in a single-task package)."""
+                 output_names: Mapping[str, str]) -> None:  # fmt: skip
+        """output_names: this task's outputs (`logits` and those in config.outputs) -> their names in the graph."""
         self.config = config
         self.path = path
         self.source = source
         self._session = session
-        self._output_names = dict(output_names or {name: name for name in (OUTPUT_NAME, *config.outputs)})
+        self._output_names = dict(output_names)
 
     def __repr__(self) -> str:
         return f"ModelPack(task={self.config.task!r}, source={self.source!r}, labels={list(self.config.labels)})"
