@@ -68,9 +68,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BASELINE2_SIZE = 224
 FALLBACK_ARCHITECTURE = "tf_efficientnet_lite0"
-OURS = "ours (ONNX fp32, 2 models)"
-OURS_INT8 = "ours (ONNX int8, 2 models)"
-OURS_CHECKED = "ours + lesion check (the app's Predictor, 3 models)"
+OURS = "ours (ONNX fp32, both classifiers)"
+OURS_INT8 = "ours (ONNX int8, both classifiers)"
+OURS_CHECKED = "ours + lesion check (the app's Predictor)"
 
 
 @dataclass
