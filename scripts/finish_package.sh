@@ -8,13 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R=$1/packages
 O=$2
-data="--ham ../shared/data/ham10000 --split models/ham10000_split.csv --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical"
+data="--ham ../shared/data/ham10000 --split models/ham10000_split.csv --isic2017 ../shared/data/isic2017
+  --clinical ../shared/data/clinical"
 mkdir -p "$O"
 rm -rf "$O/lesion_type" "$O/malignancy"
 python -m skin_demo.train compact "$R/lesion_type" --out "$O/lesion_type" $data --threads 2 \
   || cp -r "$R/lesion_type" "$O/lesion_type"
-python -m skin_demo.train compact "$R/malignancy" --out "$O/malignancy" --lesion-type "$O/lesion_type" $data --threads 2 \
-  || cp -r "$R/malignancy" "$O/malignancy"
+python -m skin_demo.train compact "$R/malignancy" --out "$O/malignancy" --lesion-type "$O/lesion_type" $data \
+  --threads 2 || cp -r "$R/malignancy" "$O/malignancy"
 python -m skin_demo.train decide "$O/malignancy" --lesion-type "$O/lesion_type" $data --threads 2
 python -m skin_demo.train evaluate "$O/lesion_type" $data --threads 2
 python -m skin_demo.train evaluate "$O/malignancy" --lesion-type "$O/lesion_type" $data --threads 2

@@ -4,7 +4,8 @@
 # e.g. models/classifiers; writes OUT/<perturbation>/<task>/). Needs ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="--ham ../shared/data/ham10000 --split models/ham10000_split.csv --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical"
+data="--ham ../shared/data/ham10000 --split models/ham10000_split.csv --isic2017 ../shared/data/isic2017
+  --clinical ../shared/data/clinical"
 for perturb in camera phone_look; do
   python -m skin_demo.train evaluate "$1" $data --threads 2 --perturb $perturb --out "$2/$perturb"
 done

@@ -91,7 +91,7 @@ def test_corrupt_bundled_package_is_a_startup_error_naming_the_file(tmp_path):
 def test_two_bundled_packages_for_one_task_are_refused(tmp_path):
     make_models_dir(tmp_path / "models")
     make_package(tmp_path / "models" / "lesion_type_old", "lesion_type")
-    with pytest.raises(PackageError, match="lesion_type_old/config.json: answers lesion_type, as .* one bundled package per task"):
+    with pytest.raises(PackageError, match="lesion_type_old/config.json: answers lesion_type, as .* one bundled"):
         load_models(Settings(models_dir=tmp_path / "models"))
 
 

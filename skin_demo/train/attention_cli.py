@@ -49,7 +49,8 @@ def add_attention(package_dir: Path, out_dir: Path | None = None) -> ModelPack:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("add-attention", help="add the class-activation map output to a package",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("package", type=Path, help="a single-task classifier package folder, e.g. runs/RUN/packages/malignancy")
+    parser.add_argument("package", type=Path,
+                        help="a single-task classifier package folder, e.g. runs/RUN/packages/malignancy")
     parser.add_argument("--out", type=Path, help="write the new package here (default: update it in place)")
     parser.set_defaults(func=run)
 

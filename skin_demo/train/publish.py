@@ -3,12 +3,12 @@
 `python -m skin_demo.train publish PACKAGE --repo ORG/NAME [--revision BRANCH] [--private] [--dry-run]`
 
 PACKAGE is a single-task package (models/lesion_check, runs/RUN/packages/<task>) or one with a head per task that
-`combine` made (models/classifiers). It is validated with the serving loader first (a package the app would refuse is never
-uploaded). A single-task package's model card is regenerated from config.json and the per-source evaluation in
-eval/metrics.json (a lesion-check package keeps the card its own training wrote). A package with several heads keeps
-the card `combine` wrote, and each head's evaluation, eval/<task>/metrics.json, must match that head's config.
-model.onnx, config.json, README.md and everything under eval/ go up in one commit; eval/ on the Hub then mirrors
-eval/ here. The command prints the commit sha: pin the app to it (SKIN_DEMO_<TASK>_REPO and
+`combine` made (models/classifiers). It is validated with the serving loader first (a package the app would refuse
+is never uploaded). A single-task package's model card is regenerated from config.json and the per-source
+evaluation in eval/metrics.json (a lesion-check package keeps the card its own training wrote). A package with
+several heads keeps the card `combine` (or `evaluate`) wrote, and each head's evaluation, eval/<task>/metrics.json,
+must match that head's config. model.onnx, config.json, README.md and everything under eval/ go up in one commit;
+eval/ on the Hub then mirrors eval/ here. The command prints the commit sha: pin the app to it (SKIN_DEMO_<TASK>_REPO and
 SKIN_DEMO_<TASK>_REVISION for every task the package answers), never to a branch that can move.
 """
 

@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=QUANTIZE_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("package", type=Path, help="fp32 single-task package folder, e.g. runs/RUN/packages/lesion_type")
+    parser.add_argument("package", type=Path,
+                        help="fp32 single-task package folder, e.g. runs/RUN/packages/lesion_type")
     add_data_sources(parser, uses="the train subsets for calibration, the test subsets for --evaluate", clinical=False)
     parser.add_argument("--out", type=Path, required=True, help="folder for the int8 package")
     parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
