@@ -99,7 +99,8 @@ def combine_packages(package_dirs: Sequence[Path], out_dir: Path) -> Path:
     merged = merge_graphs({pack.config.task: onnx.load(str(pack.path / MODEL_FILE)) for pack in packs})
     cards = [pack.readme.read_text() if pack.readme else None for pack in packs]
     with tempfile.TemporaryDirectory(dir=Path(out_dir).parent if Path(out_dir).parent.is_dir() else None) as tmp:
-        staged = write_package(Path(tmp) / "package", merged, heads_config_json(heads), combined_card(heads, cards))
+        card = combined_card(heads, cards, Path(out_dir).name)
+        staged = write_package(Path(tmp) / "package", merged, heads_config_json(heads), card)
         for pack in packs:
             if (pack.path / EVAL_DIR).is_dir():
                 shutil.copytree(pack.path / EVAL_DIR, staged / EVAL_DIR / pack.config.task)
@@ -111,13 +112,13 @@ def combine_packages(package_dirs: Sequence[Path], out_dir: Path) -> Path:
     return out_dir
 
 
-def combined_card(heads: Sequence[PackageConfig], head_cards: Sequence[str | None]) -> str:
+def combined_card(heads: Sequence[PackageConfig], head_cards: Sequence[str | None], folder_name: str) -> str:
     """The card of a package with a head per task: the heads' card metadata together, a usage note for the one
     graph, then each head's own card (`head_cards`: its Markdown under a heading of its own, its "How to use" left
-    out, as that one is for a single-task file)."""
+    out, as that one is for a single-task file). Named after the package's folder, as a single-task card is after
+    its task (models/classifiers: skin-demo-classifiers)."""
     cards = [ModelCard(text) if text else None for text in head_cards]
-    tasks = [config.task for config in heads]
-    name = f"skin-demo-{'-'.join(task.replace('_', '-') for task in tasks)}"
+    name = f"skin-demo-{folder_name.replace('_', '-')}"
     data: dict[str, Any] = {}
     for card in cards:
         for key, value in (card.data.to_dict() if card else {}).items():

@@ -342,7 +342,7 @@ def record_heads_evaluation(package_dir: Path | str, evaluations: Mapping[str, E
     write_package_config(package_dir, heads_config_json(heads))
     heads = [pack.config for pack in load_package(package_dir, threads=1).values()]  # the two copies still agree
     cards = [render_model_card(config, evaluations.get(config.task)) for config in heads]
-    (package_dir / README_FILE).write_text(combined_card(heads, cards))
+    (package_dir / README_FILE).write_text(combined_card(heads, cards, package_dir.resolve().name))
     return heads
 
 
