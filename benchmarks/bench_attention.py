@@ -3,8 +3,8 @@
     python -m benchmarks.bench_attention [--models-dir models] [--images 32] [--repeats 20] [--json FILE]
 
 For each bundled classifier package the baseline is the same graph with its `cam` outputs and the nodes only they
-need taken out (what the package was before the map was added); "with maps" runs the package as it ships, fetches the map and
-turns it into the API's grid and box (`skin_demo.attention`), as Predictor does. Both run in ONNX Runtime on the
+need taken out (what the package was before the map was added); "with maps" runs the package as it ships, fetches
+the map and turns it into the API's grid and box (`skin_demo.attention`), as Predictor does. Both run in ONNX Runtime on the
 same preprocessed images, interleaved image by image so that any contention on the machine hits both alike. Also
 printed: how much the model files (what the on-device page downloads) grew. Target (issue 18): p50 with maps <=
 1.15x without; the first load grows < 2 %.
