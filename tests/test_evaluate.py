@@ -160,7 +160,8 @@ def test_cli_records_both_sources_in_the_package(tmp_path, fake_data, capsys):
     assert "### ISIC 2017 test" in card.text and "**Targets missed:**" in card.text
 
 
-def test_a_package_with_a_head_per_task_is_evaluated_head_by_head_as_its_parts_were(tmp_path, fake_data, capsys):
+def test_a_package_with_a_head_per_task_is_evaluated_head_by_head_as_its_parts_were(tmp_path, fake_data, capsys,
+                                                                                       monkeypatch):
     ham, split, isic = fake_data
     data = ("--ham", ham, "--split", split, "--isic2017", isic)
     parts = make_models_dir(tmp_path / "parts", malignancy_threshold=0.45)
@@ -169,7 +170,12 @@ def test_a_package_with_a_head_per_task_is_evaluated_head_by_head_as_its_parts_w
     both = combine_packages([parts / "malignancy", parts / "lesion_type"], tmp_path / "both")
     assert _cli(both, "--lesion-type", parts / "lesion_type", *data) == 1
     assert "drop --lesion-type" in capsys.readouterr().err
+    decoded = []
+    monkeypatch.setattr(evaluate, "load_image", lambda path, **kw: decoded.append(path) or load_image(path, **kw))
     assert _cli(both, *data, "--out", tmp_path / "report") == 0
+    # One pass over the images for both heads: each test image read once.
+    assert sorted(decoded) == sorted(s.path for held_out in held_out_sets(ham, split, isic) for s in held_out.samples)
+    monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["lesion_type", "malignancy"]
     assert _cli(both, *data) == 0
     out = capsys.readouterr().out

@@ -112,49 +112,85 @@ def evaluate_package(
 ) -> Evaluation:
     """Run the package in `package_dir` over each held-out set and measure it: one `EvalReport` per source.
 
-    Samples without a label for the package's task are skipped and counted in the report's
-    `extra["skipped_unlabelled"]`. `pack` reuses an already loaded package; `lesion_type` is the lesion-type
-    package a malignancy package's decision may be made on; `perturb` puts every image through a
-    `perturb.Perturbation` first (the same one for both packages), and the reports' split names say so. Raises
+    `pack` reuses an already loaded package (or one head of a package with several); otherwise as
+    `evaluate_heads`, for this one task.
+    """
+    pack = pack or ModelPack.load(package_dir, threads=threads)
+    return evaluate_heads(package_dir, sets, {pack.config.task: pack}, lesion_type=lesion_type,
+                          batch_size=batch_size, perturb=perturb)[pack.config.task]
+
+
+def evaluate_heads(
+    package_dir: Path | str,
+    sets: Sequence[HeldOutSet],
+    heads: Mapping[str, ModelPack],
+    *,
+    lesion_type: ModelPack | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    perturb: Perturbation | None = None,
+) -> dict[str, Evaluation]:
+    """Each head's `Evaluation` (by task) from one pass over every held-out set: each image is read (and
+    perturbed) once per preprocessing config and fed to every head, so the heads of one graph share each run.
+
+    Samples without a label for a head's task are skipped for that head and counted in its report's
+    `extra["skipped_unlabelled"]`. A malignancy head's decision may be made on a lesion-type sum: that of
+    `lesion_type` or, without it, of the lesion-type head among `heads`. `perturb` puts every image through a
+    `perturb.Perturbation` first (the same one for every head), and the reports' split names say so. Raises
     PackageError for a broken package, EvaluationError when the samples do not fit it, ImageError for an
     unreadable image.
     """
     package_dir = Path(package_dir)
-    pack = pack or ModelPack.load(package_dir, threads=threads)
-    config = pack.config
+    partner = lesion_type or heads.get("lesion_type")
+    scored = dict(heads)
+    if "malignancy" in heads and partner is not None:
+        scored["lesion_type"] = partner
     start = time.perf_counter()
-    reports = {}
+    reports: dict[str, dict[str, EvalReport]] = {task: {} for task in heads}
     for held_out in sets:
-        labelled, targets = label_samples(held_out.samples, config)
-        lesion_probs = None
-        if lesion_type is None or config.task != "malignancy":
-            (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size, perturb=perturb)
-        elif lesion_type.config.preprocess == config.preprocess:  # one decode (and perturbation) for both
-            (probs, lesion_probs), seconds = predict_samples([pack, lesion_type], labelled, batch_size=batch_size,
-                                                             perturb=perturb)
-        else:
-            (probs,), seconds = predict_samples([pack], labelled, batch_size=batch_size, perturb=perturb)
-            (lesion_probs,), _ = predict_samples([lesion_type], labelled, batch_size=batch_size, perturb=perturb)
+        labelled = {task: label_samples(held_out.samples, pack.config) for task, pack in heads.items()}
+        needed = {id(sample) for kept, _ in labelled.values() for sample in kept}
+        images = [sample for sample in held_out.samples if id(sample) in needed]
+        probs, seconds = _predict_tasks(scored, images, batch_size=batch_size, perturb=perturb)
+        row_of = {id(sample): row for row, sample in enumerate(images)}
         domain = sources.DOMAIN_OF_SOURCE.get(held_out.source, "dermoscopy")
         split = held_out.split if perturb is None else f"{held_out.split} {perturb.describe()}"
-        report = report_for(config, targets, probs, split=split, domain=domain,
-                            lesion_probs=lesion_probs, lesion_config=lesion_type.config if lesion_type else None)
-        reports[held_out.source] = dataclasses.replace(report, extra={
-            "skipped_unlabelled": len(held_out.samples) - len(labelled),
-            "inference_ms_per_image": round(1000 * seconds[0] / len(labelled), 2),
-        })
-    return Evaluation(
-        task=config.task,
-        labels=config.labels,
-        reports=reports,
-        targets={s: t for s, t in TARGETS.get(config.task, {}).items() if s in reports},
-        extra={
-            "package": _display_path(package_dir),
-            "runtime": f"ONNX Runtime {ort.__version__} (CPU)",
-            "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - start, 1),
-        },
-    )
+        for task, pack in heads.items():
+            kept, targets = labelled[task]
+            rows = [row_of[id(sample)] for sample in kept]
+            with_sum = task == "malignancy" and partner is not None
+            report = report_for(pack.config, targets, probs[task][rows], split=split, domain=domain,
+                                lesion_probs=probs["lesion_type"][rows] if with_sum else None,
+                                lesion_config=partner.config if with_sum else None)
+            reports[task][held_out.source] = dataclasses.replace(report, extra={
+                "skipped_unlabelled": len(held_out.samples) - len(kept),
+                "inference_ms_per_image": round(1000 * seconds[task] / len(images), 2),
+            })
+    extra = {
+        "package": _display_path(package_dir),
+        "runtime": f"ONNX Runtime {ort.__version__} (CPU)",
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return {
+        task: Evaluation(task=pack.config.task, labels=pack.config.labels, reports=reports[task],
+                         targets={s: t for s, t in TARGETS.get(task, {}).items() if s in reports[task]},
+                         extra=extra)
+        for task, pack in heads.items()
+    }  # fmt: skip
+
+
+def _predict_tasks(packs: Mapping[str, ModelPack], samples: Sequence[Sample], *, batch_size: int,
+                   perturb: Perturbation | None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """`predict_samples` by task, with one pass over the images per preprocessing config among `packs`."""
+    by_config: dict[PreprocessConfig, list[str]] = {}
+    for task, pack in packs.items():
+        by_config.setdefault(pack.config.preprocess, []).append(task)
+    probs, seconds = {}, {}
+    for tasks in by_config.values():
+        outputs, spent = predict_samples([packs[t] for t in tasks], samples, batch_size=batch_size, perturb=perturb)
+        probs.update(zip(tasks, outputs))
+        seconds.update(zip(tasks, spent))
+    return probs, seconds
 
 
 def report_for(config: PackageConfig, targets: np.ndarray, probs: np.ndarray, *, split: str | None,

@@ -1,7 +1,8 @@
 """`python -m skin_demo.train evaluate PACKAGE --ham ../shared/data/ham10000 --split models/ham10000_split.csv
     --isic2017 ../shared/data/isic2017 --clinical ../shared/data/clinical [--lesion-type DIR]`:
 the command line of `evaluate.py` (see there for what is measured and how). A package with a head per task
-(models/classifiers) is evaluated head by head, its malignancy head with its own lesion-type head."""
+(models/classifiers) is evaluated head by head in one pass over the images, its malignancy head with its own
+lesion-type head."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from skin_demo.train.evaluate import (
     EVAL_DIR,
     EvaluationError,
     domain_figures,
-    evaluate_package,
+    evaluate_heads,
     held_out_sets,
     record_evaluation,
     record_heads_evaluation,
@@ -78,16 +79,12 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError(f"{args.package} has a lesion-type head of its own; drop --lesion-type")
         sets = held_out_sets(args.ham, args.split, args.isic2017, args.clinical, subset=args.subset,
                              limit=args.limit, seed=args.seed)
-        partner = packs.get("lesion_type") if len(packs) > 1 else (
-            ModelPack.load(args.lesion_type, threads=args.threads) if args.lesion_type else None)
-        evaluations = {}
-        for task, pack in packs.items():
-            for held_out in sets:
-                print(f"evaluating {task} package {args.package} on {held_out.split}: "
-                      f"{len(held_out.samples)} images", flush=True)
-            evaluations[task] = evaluate_package(
-                args.package, sets, batch_size=args.batch_size, pack=pack, lesion_type=partner,
-                perturb=Perturbation(args.perturb, args.seed) if args.perturb else None)
+        partner = ModelPack.load(args.lesion_type, threads=args.threads) if args.lesion_type else None
+        for held_out in sets:
+            print(f"evaluating {', '.join(packs)} of {args.package} on {held_out.split}: "
+                  f"{len(held_out.samples)} images", flush=True)
+        evaluations = evaluate_heads(args.package, sets, packs, lesion_type=partner, batch_size=args.batch_size,
+                                     perturb=Perturbation(args.perturb, args.seed) if args.perturb else None)
         out, updated = _write(args, evaluations)
     except (PackageError, DataError, ImageError, EvaluationError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
