@@ -104,15 +104,15 @@ def all_flag_words(malignancy_config: PackageConfig) -> dict[str, dict[str, dict
     }  # fmt: skip
 
 
-def of_ten(rate: float) -> int:
-    """A rate as "N of 10", rounded half up."""
-    return math.floor(10 * rate + 0.5)
+def _tenths(rate: float) -> float:
+    """A rate as a number of 10, rid of float noise (0.7 * 10 is 7.000000000000001) before it is rounded."""
+    return round(10 * rate, 6)
 
 
 def _measured(metrics: dict[str, Any], domain: str) -> dict[str, int] | None:
     """How many of 10 cancers the package caught and of 10 harmless spots it flagged on `domain`'s test photos, or
-    None where it records no such test. Rounded so as never to flatter it: "10 of 10" only when it caught every
-    one, "0 of 10" false alarms only when it raised none."""
+    None where it records no such test. Rounded so as never to flatter it: cancers caught down, false alarms up
+    (a sensitivity of 0.85 is "8 of 10", not 9: the test does not support 9)."""
     figures = metrics.get("per_domain", {})
     figures = figures.get(domain) if isinstance(figures, dict) else None
     if not isinstance(figures, dict):
@@ -121,6 +121,4 @@ def _measured(metrics: dict[str, Any], domain: str) -> dict[str, int] | None:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
                for v in (sensitivity, specificity)):  # fmt: skip
         return None
-    caught = of_ten(sensitivity) if sensitivity == 1 else min(of_ten(sensitivity), 9)
-    alarms = 0 if specificity == 1 else max(of_ten(1 - specificity), 1)
-    return {"caught": caught, "alarms": alarms}
+    return {"caught": math.floor(_tenths(sensitivity)), "alarms": math.ceil(_tenths(1 - specificity))}
